@@ -1,0 +1,53 @@
+# remote-cli: `make up` runs the platform, `make test` runs every check.
+# Both install what they need on a fresh Debian machine (as root): Debian
+# packages via apt-get when missing, a virtualenv with the Python deps.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Reinstall the venv whenever the dependency list changes.
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+DEBIAN_PACKAGES := ca-certificates git procps iproute2
+PYTEST_ARGS ?=
+
+.PHONY: up test lint typecheck pytest install debian-packages clean
+
+up: install
+	$(VENV)/bin/remotecli up
+
+test: install
+	$(MAKE) --no-print-directory lint typecheck pytest
+
+install: debian-packages $(STAMP)
+
+# apt-get only when something is missing, so a prepared machine starts at once.
+debian-packages:
+	@missing=""; \
+	for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v node >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck:
+	$(VENV)/bin/mypy
+
+pytest:
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
