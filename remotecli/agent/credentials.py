@@ -107,6 +107,16 @@ class CredentialStore:
         for item in writes:
             self._atomic_write(self._resolve(item.path), item.data, item.mode)
 
+    def prepare(self, provider: Provider, mode: LoginMode) -> list[str]:
+        """Make the credential directories (mode 0700) and merge the seed files.
+
+        Codex refuses to start when ``CODEX_HOME`` does not exist, so the
+        directories must be there before any CLI process is.
+        """
+        for spec in provider.credential_files:
+            self._make_dirs(self._resolve(spec.path).parent)
+        return self.seed(provider, mode)
+
     def seed(self, provider: Provider, mode: LoginMode) -> list[str]:
         """Merge the provider's seed settings into its files; return the paths changed.
 

@@ -9,6 +9,7 @@ a JSON error with a code, never a hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -82,13 +83,15 @@ class HttpServer:
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            # Only close_connections() cancels us, at shutdown. Ending normally
+            # keeps Python 3.11's stream callback from logging the cancellation.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
+        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+            await writer.wait_closed()
 
     async def close_connections(self) -> None:
         for task in list(self._connections):

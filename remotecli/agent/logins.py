@@ -410,7 +410,7 @@ class LoginManager:
         for other in self.active():
             if other.provider.name == provider.name:
                 await other.cancel("superseded by a newer login for the same provider")
-        self._store.seed(provider, mode)
+        self._store.prepare(provider, mode)
         session = LoginSession(
             provider,
             command,

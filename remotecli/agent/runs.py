@@ -64,7 +64,7 @@ class PromptRun:
     ) -> AsyncGenerator[dict[str, Any], None]:
         provider = self.provider
         mode = LoginMode.API_KEY if self.api_key else provider.login_modes[0]
-        store.seed(provider, mode)
+        store.prepare(provider, mode)
         before = store.version(provider)
         command = provider.prompt_command(self.prompt, self.options)
         api_key = (provider.api_key_env, self.api_key) if self.api_key else None

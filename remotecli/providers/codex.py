@@ -79,9 +79,9 @@ class Codex:
                 deadline_seconds=600.0,
                 instructions=(
                     "Open the link and sign in with ChatGPT. Your browser then tries to open "
-                    "a page on localhost that does not load: copy the whole address from the "
-                    "address bar (it starts with http://localhost:1455/auth/callback) and "
-                    "paste it here."
+                    "a page on this machine that does not load: copy the whole address from "
+                    "the address bar (it starts with http://127.0.0.1:1455/auth/callback) "
+                    "and paste it here."
                 ),
             )
         if mode is LoginMode.DEVICE_CODE:

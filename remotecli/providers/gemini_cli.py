@@ -34,7 +34,9 @@ from remotecli.providers.stream.gemini_cli import GeminiStreamParser
 
 URL_MARKER = "Please visit the following URL to authorize the application:"
 CODE_PROMPT = "Enter the authorization code:"
-FAILED = "Failed to"
+# "Failed to authenticate with authorization code:request to ... failed, reason: ..."
+CODE_FAILED = "Failed to authenticate with authorization code"
+FATAL = "Error authenticating:"
 SUCCEEDED = "Authentication succeeded"
 
 _APPROVAL = {
@@ -105,15 +107,14 @@ class GeminiCli:
     def read_login(self, screen: str, links: Sequence[str] = ()) -> LoginView:
         urls = urls_after(screen, URL_MARKER)
         url = urls[-1] if urls else None
-        prompts = screen.count(CODE_PROMPT)
-        # A retry prints a new URL after the failure: the rejection is the
-        # failure line that precedes the newest URL.
+        reason = last_line_with(screen, CODE_FAILED)
         return LoginView(
             url=url,
             state=query_param(url, "state") if url else None,
-            code_prompts=prompts,
-            rejection=last_line_with(screen, FAILED) if prompts > 1 else None,
-            failure=last_line_with(screen, FAILED),
+            code_prompts=screen.count(CODE_PROMPT),
+            # The exchange's own reason is the useful part ("...reason: invalid_grant").
+            rejection=reason,
+            failure=reason or last_line_with(screen, FATAL),
             succeeded=SUCCEEDED in screen,
         )
 

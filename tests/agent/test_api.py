@@ -203,9 +203,7 @@ def test_credentials_round_trip_with_mode_version_and_seed_files(agent: RunningA
     )  # fmt: skip
     path = agent.home / ".claude/.credentials.json"
     assert (path.read_text(), path.stat().st_mode & 0o777) == (content, 0o600)
-    assert json.loads((agent.home / ".claude.json").read_text()) == {
-        "hasCompletedOnboarding": True
-    }
+    assert json.loads((agent.home / ".claude.json").read_text()) == {"hasCompletedOnboarding": True}
     read = client.get("/credentials", params={"provider": "claude_code"}).json()
     assert read["version"] == written["version"]
     assert [(f["path"], f["content"], f["mode"]) for f in read["files"]] == [
@@ -239,7 +237,10 @@ def test_prompt_without_credentials_says_to_log_in(agent: RunningAgent) -> None:
     ("body", "code"),
     [
         ({"provider": "codex"}, "invalid_body"),
-        ({"provider": "codex", "prompt": "hi", "options": {"permission": "root"}}, "invalid_option"),
+        (
+            {"provider": "codex", "prompt": "hi", "options": {"permission": "root"}},
+            "invalid_option",
+        ),
         ({"provider": "codex", "prompt": "hi", "options": {"colour": "red"}}, "invalid_option"),
         ({"provider": "codex", "prompt": "hi", "options": {"model": "a b; rm"}}, "invalid_option"),
         ({"provider": "codex", "prompt": "hi", "timeoutSeconds": -1}, "invalid_body"),
