@@ -16,7 +16,7 @@ import collections
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from remotecli.agent.config import AgentConfig
@@ -29,6 +29,7 @@ from remotecli.providers.base import LoginMode, PromptOptions
 from remotecli.providers.events import Error
 
 STDERR_TAIL_BYTES = 4096
+_LOGIN_AGAIN = frozenset({"auth_required", "refresh_failed"})
 
 
 class PromptRun:
@@ -80,16 +81,21 @@ class PromptRun:
         stderr_task = asyncio.create_task(_collect_tail(proc.stderr, stderr_tail))
         parser = provider.stream_parser()
         stop_reason: str | None = None
+        lines = _lines_until(proc.stdout, t0 + self.timeout, self.cancelled, disconnected)
         try:
-            stop_reason = None
-            async for line in _lines_until(
-                proc.stdout, t0 + self.timeout, self.cancelled, disconnected
-            ):
+            async for line in lines:
                 if isinstance(line, _Stop):
                     stop_reason = line.reason
                     break
                 for event in parser.feed(line):
                     yield event.to_dict()
+                    if isinstance(event, Error) and event.code in _LOGIN_AGAIN:
+                        # Claude retries a 401 for minutes; the user must log in
+                        # again, so waiting helps nobody.
+                        stop_reason = "login_again"
+                if stop_reason is not None:
+                    break
+            await lines.aclose()
             if stop_reason is not None:
                 await stop_group(proc)
             exit_code = await proc.wait()
@@ -105,11 +111,11 @@ class PromptRun:
                     exit_code=exit_code,
                     stderr_tail=tail or None,
                 ).to_dict()
-            elif stop_reason is not None:
+            elif stop_reason in ("cancelled", "disconnected"):
                 yield Error(
                     message="the run was cancelled", code="cancelled", exit_code=exit_code
                 ).to_dict()
-            else:
+            elif stop_reason is None:
                 for event in parser.finish(exit_code, tail):
                     yield event.to_dict()
             after = store.version(provider)
@@ -130,6 +136,7 @@ class PromptRun:
             )
         finally:
             # Also reached when the client hangs up mid-stream (generator closed).
+            await lines.aclose()
             await stop_group(proc)
             stderr_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
@@ -146,7 +153,7 @@ async def _lines_until(
     deadline: float,
     cancelled: asyncio.Event,
     disconnected: asyncio.Event,
-) -> AsyncIterator[str | _Stop]:
+) -> AsyncGenerator[str | _Stop, None]:
     """Lines of ``stream`` until EOF; a ``_Stop`` on deadline, cancel or hang-up."""
     stops = {
         asyncio.create_task(cancelled.wait()): "cancelled",

@@ -109,8 +109,10 @@ class Error(_Event):
 
     Known codes: ``auth_required`` (log in again), ``refresh_failed`` (the stored
     refresh token is no longer valid: log in again, nothing is wiped),
-    ``cli_error`` (the CLI reported an error), ``exit`` (non-zero exit),
-    ``timeout``, ``cancelled``, ``unparsed`` (a line we could not read).
+    ``cli_error`` (the CLI reported an error), ``warning`` (not fatal: a
+    retry, a notice), ``untrusted_folder`` (Gemini refuses the working
+    directory), ``exit`` (non-zero exit), ``timeout``, ``cancelled``,
+    ``unparsed`` (a line we could not read).
     """
 
     type: ClassVar[str] = "error"

@@ -82,13 +82,12 @@ def test_codex_real_url_callback_relay_and_plain_offline_failure(real_agent: Run
     client = real_agent.client()
     sid = session["sessionId"]
 
-    wrong = client.post(f"/sessions/{sid}/code", json={
-        "callbackUrl": "http://localhost:1455/auth/callback?code=abc&state=not-the-state"})  # fmt: skip
+    callback = "http://localhost:1455/auth/callback?code=abc&state="
+    wrong = client.post(f"/sessions/{sid}/code", json={"callbackUrl": callback + "not-the-state"})
     assert (wrong.status_code, wrong.json()["code"]) == (400, "state_mismatch")
 
     started = time.monotonic()
-    right = client.post(f"/sessions/{sid}/code", json={
-        "callbackUrl": f"http://localhost:1455/auth/callback?code=abc&state={state}"})  # fmt: skip
+    right = client.post(f"/sessions/{sid}/code", json={"callbackUrl": callback + state})
     assert right.status_code == 200, right.text
     body = right.json()
     # The real listener answered (200 + its error page) and then the CLI gave up.
