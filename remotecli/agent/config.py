@@ -113,7 +113,15 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> AgentConfig:
         default=[],
         help="directory searched first for the CLIs (repeatable)",
     )
+    parser.add_argument(
+        "--login-deadline",
+        type=float,
+        default=900.0,
+        help="upper bound in seconds on any login (each CLI has its own, often shorter)",
+    )
     args = parser.parse_args(list(argv))
+    if args.login_deadline <= 0:
+        raise ConfigError("--login-deadline must be a positive number of seconds")
 
     token = _read_token(args.token_file, environ)
     run_as: RunAs | None = None
@@ -146,6 +154,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> AgentConfig:
         unix_socket=args.unix,
         path=path,
         environ=dict(environ),
+        login_deadline_cap=args.login_deadline,
     )
 
 

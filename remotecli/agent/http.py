@@ -202,9 +202,12 @@ class HttpServer:
         )
 
         async def watch_disconnect() -> None:
-            # The client sends nothing more; EOF here means it hung up.
-            await reader.read()
+            # The client sends nothing more: EOF, or a reset when it closed
+            # with our data unread, means it hung up.
+            with contextlib.suppress(ConnectionError, OSError):
+                await reader.read()
             request.disconnected.set()
+            log("http.client_gone", path=request.path)
 
         watcher = asyncio.create_task(watch_disconnect())
         try:

@@ -1,0 +1,1 @@
+"""Fake ``claude``, ``codex`` and ``gemini`` CLIs (see ``remotecli/testbed/bin``)."""
