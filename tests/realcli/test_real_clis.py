@@ -19,6 +19,7 @@ import pytest
 
 from remotecli.providers import PROVIDERS
 from tests.agent_harness import RunningAgent, port_is_listening, run_agent
+from tests.agent_helpers import start_login, wait_ended
 from tests.realcli_install import PINNED_PACKAGES, install_real_clis, npm_registry_reachable
 
 pytestmark = [pytest.mark.realcli, pytest.mark.timeout(900)]
@@ -50,22 +51,6 @@ def real_agent(tmp_path: Path, real_bin: Path) -> Iterator[RunningAgent]:
         yield agent
 
 
-def _start(agent: RunningAgent, provider: str, mode: str | None = None) -> dict[str, object]:
-    body = {"waitSeconds": 20} | ({"mode": mode} if mode else {})
-    response = agent.client().post(f"/auth/{provider}", json=body)
-    assert response.status_code == 201, response.text
-    session: dict[str, object] = response.json()
-    return session
-
-
-def _wait_ended(agent: RunningAgent, session_id: str, seconds: float = 25) -> dict[str, object]:
-    response = agent.client(timeout=seconds + 10).get(
-        "/credentials/status", params={"sessionId": session_id, "wait": seconds}
-    )
-    status: dict[str, object] = response.json()
-    return status
-
-
 def _assert_no_login_left(agent: RunningAgent) -> None:
     for session in agent.client().get("/sessions").json()["sessions"]:
         assert session["phase"] in ("failed", "cancelled", "expired", "authenticated")
@@ -73,7 +58,7 @@ def _assert_no_login_left(agent: RunningAgent) -> None:
 
 
 def test_codex_real_url_callback_relay_and_plain_offline_failure(real_agent: RunningAgent) -> None:
-    session = _start(real_agent, "codex", "localhost_callback")
+    session = start_login(real_agent, "codex", "localhost_callback")
     url = str(session["oauthUrl"])
     assert (urlsplit(url).hostname, urlsplit(url).path) == ("auth.openai.com", "/oauth/authorize")
     assert session["callback"] == {"port": 1455, "path": "/auth/callback"}
@@ -92,7 +77,7 @@ def test_codex_real_url_callback_relay_and_plain_offline_failure(real_agent: Run
     body = right.json()
     # The real listener answered (200 + its error page) and then the CLI gave up.
     assert body["relayStatus"] == 200
-    ended = body if body["phase"] == "failed" else _wait_ended(real_agent, str(sid))
+    ended = body if body["phase"] == "failed" else wait_ended(real_agent, str(sid))
     assert ended["phase"] == "failed"
     error = ended["error"]
     assert isinstance(error, dict)
@@ -104,7 +89,7 @@ def test_codex_real_url_callback_relay_and_plain_offline_failure(real_agent: Run
 
 
 def test_claude_real_url_with_state_and_plain_offline_failure(real_agent: RunningAgent) -> None:
-    session = _start(real_agent, "claude_code")
+    session = start_login(real_agent, "claude_code")
     url = str(session["oauthUrl"])
     assert (urlsplit(url).hostname, urlsplit(url).path) == ("claude.com", "/cai/oauth/authorize")
     state = url.split("state=")[1].split("&")[0]
@@ -113,7 +98,7 @@ def test_claude_real_url_with_state_and_plain_offline_failure(real_agent: Runnin
     refused = client.post(f"/sessions/{sid}/code", json={"code": "abc#other-state"})
     assert (refused.status_code, refused.json()["code"]) == (400, "invalid_code")
     body = client.post(f"/sessions/{sid}/code", json={"code": f"abc#{state}", "waitSeconds": 25})
-    ended = body.json() if body.json()["phase"] == "failed" else _wait_ended(real_agent, str(sid))
+    ended = body.json() if body.json()["phase"] == "failed" else wait_ended(real_agent, str(sid))
     assert ended["phase"] == "failed"
     error = ended["error"]
     assert isinstance(error, dict)
@@ -122,7 +107,7 @@ def test_claude_real_url_with_state_and_plain_offline_failure(real_agent: Runnin
 
 
 def test_gemini_real_url_and_a_refused_code_shows_the_new_url(real_agent: RunningAgent) -> None:
-    session = _start(real_agent, "gemini_cli")
+    session = start_login(real_agent, "gemini_cli")
     first = str(session["oauthUrl"])
     assert urlsplit(first).hostname == "accounts.google.com"
     sid = session["sessionId"]
