@@ -1,0 +1,139 @@
+"""The host side's exception tree. Every error says what happened and what to do.
+
+    RemoteCliError                  message + to_dict() for the API / CLI
+    ├── CommandFailed               a subprocess exited non-zero or timed out
+    │                               (argv, exit code, stderr tail, timeout)
+    ├── ImageError                  the golden image cannot be built or is unusable
+    ├── BackendUnavailable          this host cannot run that VM backend (and why)
+    └── VmError                     something went wrong with one instance
+        └── NotReady                an instance missed a readiness deadline:
+                                    last phase reached, time in each phase,
+                                    console tail, agent unit state, a hint
+
+The agent (inside the VM) has its own small tree in ``remotecli/agent/errors.py``
+because it imports nothing outside ``agent/`` and ``providers/``.
+The CLI catches ``RemoteCliError`` once at its edge; the API turns
+``to_dict()`` into a JSON body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class RemoteCliError(Exception):
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+class CommandFailed(RemoteCliError):
+    code = "command_failed"
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        exit_code: int | None,
+        stderr_tail: str,
+        timeout: float | None = None,
+        hint: str = "",
+    ) -> None:
+        self.argv = list(argv)
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+        self.timeout = timeout
+        what = (
+            f"timed out after {timeout:.0f} s"
+            if timeout is not None
+            else f"exited with code {exit_code}"
+        )
+        message = f"`{' '.join(self.argv)}` {what}"
+        if stderr_tail.strip():
+            message += f":\n{stderr_tail.rstrip()}"
+        if hint:
+            message += f"\n{hint}"
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "argv": self.argv,
+            "exitCode": self.exit_code,
+            "stderrTail": self.stderr_tail,
+            "timeout": self.timeout,
+        }
+
+
+class ImageError(RemoteCliError):
+    code = "image_error"
+
+
+class BackendUnavailable(RemoteCliError):
+    code = "backend_unavailable"
+
+
+class VmError(RemoteCliError):
+    code = "vm_error"
+
+
+class NotReady(VmError):
+    """An instance missed a readiness deadline; carries the evidence.
+
+    ``phases`` maps each phase reached to the seconds spent reaching it from
+    the previous one; ``skipped`` names phases this backend does not have
+    (a container has no kernel to boot) with the reason.
+    """
+
+    code = "vm_not_ready"
+
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        backend: str,
+        last_phase: str | None,
+        waiting_for: str,
+        deadline: float,
+        phases: dict[str, float],
+        skipped: dict[str, str],
+        console_tail: str,
+        unit_state: str | None,
+        hint: str,
+    ) -> None:
+        self.instance_id = instance_id
+        self.backend = backend
+        self.last_phase = last_phase
+        self.waiting_for = waiting_for
+        self.deadline = deadline
+        self.phases = phases
+        self.skipped = skipped
+        self.console_tail = console_tail
+        self.unit_state = unit_state
+        self.hint = hint
+        reached = last_phase or "nothing"
+        super().__init__(
+            f"{backend} instance {instance_id} not ready: reached {reached}, then waited "
+            f"{deadline:.1f} s for {waiting_for}. {hint}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "instanceId": self.instance_id,
+            "backend": self.backend,
+            "lastPhase": self.last_phase,
+            "waitingFor": self.waiting_for,
+            "deadlineSeconds": self.deadline,
+            "phases": self.phases,
+            "skipped": self.skipped,
+            "consoleTail": self.console_tail,
+            "unitState": self.unit_state,
+            "hint": self.hint,
+        }

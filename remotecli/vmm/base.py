@@ -1,0 +1,152 @@
+"""One interface for every way we run the golden image: VM, container, in-process fake.
+
+Implementations sit beside this file: ``nspawn.py`` (systemd-nspawn
+containers), ``fake.py`` (in-process, for control-plane tests); later
+``firecracker.py`` and ``qemu.py``. The controller only sees ``Backend`` and
+``Instance``.
+
+An instance's life: ``backend.create(spec)`` → ``await instance.start()`` →
+``await instance.wait_ready()`` (phased, raising ``NotReady`` with evidence)
+→ talk to the agent through ``instance.agent_socket`` → ``await
+instance.destroy()`` (idempotent, verified: nothing left behind).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class Phase(enum.StrEnum):
+    """Readiness phases, in order. Each is timed; a container skips KERNEL_BOOTED."""
+
+    VMM_STARTED = "VMM_STARTED"  # the VMM / container manager process runs
+    KERNEL_BOOTED = "KERNEL_BOOTED"  # the guest kernel printed its banner
+    INIT_STARTED = "INIT_STARTED"  # systemd runs as PID 1
+    AGENT_LISTENING = "AGENT_LISTENING"  # the agent printed its listening marker
+    AGENT_READY = "AGENT_READY"  # GET /health answered 200 with the seed's JSON
+
+
+PHASES: tuple[Phase, ...] = tuple(Phase)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Seconds allowed for each phase, counted from the previous phase."""
+
+    per_phase: Mapping[Phase, float] = field(
+        default_factory=lambda: {
+            Phase.VMM_STARTED: 5.0,
+            Phase.KERNEL_BOOTED: 30.0,
+            Phase.INIT_STARTED: 30.0,
+            Phase.AGENT_LISTENING: 30.0,
+            Phase.AGENT_READY: 5.0,
+        }
+    )
+
+    def __getitem__(self, phase: Phase) -> float:
+        return self.per_phase[phase]
+
+    def scaled(self, factor: float) -> Deadlines:
+        """Slow hosts (software emulation) need longer; tests may want shorter."""
+        return Deadlines({p: s * factor for p, s in self.per_phase.items()})
+
+
+@dataclass
+class Readiness:
+    """What happened on the way to ready: when each phase was reached."""
+
+    #: Seconds from start to reaching each phase.
+    reached: dict[Phase, float] = field(default_factory=dict)
+    #: Phases this backend does not have, with the reason.
+    skipped: dict[Phase, str] = field(default_factory=dict)
+
+    @property
+    def last(self) -> Phase | None:
+        done = [p for p in PHASES if p in self.reached]
+        return done[-1] if done else None
+
+    def durations(self) -> dict[str, float]:
+        """Seconds spent in each phase (from the previous reached phase)."""
+        out: dict[str, float] = {}
+        previous = 0.0
+        for phase in PHASES:
+            if phase in self.reached:
+                out[phase.value] = round(self.reached[phase] - previous, 3)
+                previous = self.reached[phase]
+        return out
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What to run. ``image`` is a built golden image directory (see images/)."""
+
+    image: Path
+    #: Stable id for names (container machine name, state dir); a-z0-9-.
+    instance_id: str
+    #: The VM token the agent requires; written to the instance's run dir.
+    agent_token: str
+    role: str = "auth"
+    #: Extra read-only layers over the golden rootfs, lowest first (tests use
+    #: them to build faulty variants; a user image could add tools).
+    layers: tuple[Path, ...] = ()
+    #: Extra ``KEY=value`` lines for the agent's environment file.
+    agent_env: Mapping[str, str] = field(default_factory=dict)
+    memory_mib: int = 512
+    vcpus: int = 1
+    deadlines: Deadlines = field(default_factory=Deadlines)
+
+
+class InstanceState(enum.StrEnum):
+    CREATED = "created"
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class Instance(Protocol):
+    spec: InstanceSpec
+    state: InstanceState
+    readiness: Readiness
+    #: Host path of the Unix socket that reaches the agent (for VMs: the
+    #: vsock proxy socket).
+    agent_socket: Path
+    #: Host path of the console log, captured from the first byte.
+    console_path: Path
+
+    async def start(self) -> None: ...
+
+    async def wait_ready(self) -> Readiness:
+        """Wait phase by phase; raise ``NotReady`` with the evidence on a miss."""
+        ...
+
+    async def destroy(self) -> None:
+        """Stop and remove everything this instance made. Idempotent."""
+        ...
+
+    def console_tail(self, max_chars: int = 4000) -> str: ...
+
+    async def unit_state(self) -> str | None:
+        """The agent unit's state as systemd reports it, when the backend can ask."""
+        ...
+
+
+class Backend(Protocol):
+    name: str
+    #: "vm" (own kernel), "container" (shared kernel), "fake" (no isolation).
+    isolation: str
+    supports_snapshots: bool
+
+    def create(self, spec: InstanceSpec) -> Instance: ...
+
+    async def list_running(self) -> list[str]:
+        """Instance ids this backend finds running on the host (for reconciliation)."""
+        ...
+
+    async def reap(self, instance_id: str) -> None:
+        """Destroy an instance found running without a handle (after a restart)."""
+        ...
