@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from remotecli import __version__
+from remotecli.agent import diagnostics
 from remotecli.agent.config import AgentConfig
 from remotecli.agent.credentials import CredentialStore
 from remotecli.agent.errors import BadRequest, MethodNotAllowed, NotFound, Unauthorized
@@ -51,6 +52,7 @@ class AgentApp:
         r("POST", r"/prompts", self.run_prompt)
         r("GET", r"/prompts", self.list_runs)
         r("DELETE", r"/prompts/(?P<id>[^/]+)", self.cancel_run)
+        r("GET", r"/diagnostics", self.diagnostics)
 
     def _route(self, method: str, pattern: str, handler: Route, *, public: bool = False) -> None:
         self._routes.append((method, re.compile(pattern + r"/?"), handler, public))
@@ -242,6 +244,9 @@ class AgentApp:
         run = self.runs.get(match["id"])
         run.cancelled.set()
         return Response(202, {"runId": run.id, "cancelling": True})
+
+    async def diagnostics(self, request: Request, match: re.Match[str]) -> Response:
+        return Response(body=await diagnostics.collect(self.config))
 
     async def shutdown(self) -> None:
         self.runs.cancel_all()

@@ -50,6 +50,7 @@ PRIVATE = [
     ("POST", "/prompts", {"provider": "codex", "prompt": "hi"}),
     ("GET", "/prompts", None),
     ("DELETE", "/prompts/x", None),
+    ("GET", "/diagnostics", None),
 ]
 
 
@@ -288,3 +289,22 @@ def test_tcp_listener_serves_the_same_api(tmp_path: Path) -> None:
         assert response.json()["status"] == "ok"
         denied = httpx.get(f"http://127.0.0.1:{agent.tcp_port}/sessions", timeout=10)
         assert denied.status_code == 401
+
+
+def test_diagnostics_answer_the_seeds_checklist(agent: RunningAgent) -> None:
+    (agent.home / ".codex").mkdir(mode=0o700)
+    (agent.home / ".claude").mkdir(mode=0o755)
+    body = agent.client().get("/diagnostics").json()
+    # Outside systemd (this test) there is no unit to report; in an image there is.
+    assert body["agentUnit"] is None
+    assert body["python"].startswith("3.")
+    versions = {c["provider"]: (c["installed"], c["version"], c["error"]) for c in body["clis"]}
+    assert versions == {
+        "claude_code": (True, "2.1.332 (Claude Code)", None),
+        "codex": (True, "codex-cli 0.171.0", None),
+        "gemini_cli": (True, "0.61.0", None),
+    }
+    dirs = {Path(d["path"]).name: (d["ok"], d["problem"]) for d in body["credentialDirs"]}
+    assert dirs[".codex"] == (True, None)
+    assert dirs[".claude"] == (False, "mode 0755 lets others in; expected 0700")
+    assert dirs[".gemini"] == (False, "missing")
