@@ -1,0 +1,89 @@
+"""The host side's client of the in-VM agent (over the instance's Unix socket).
+
+Agent errors arrive as ``{"code", "message"}`` JSON; they become
+``AgentRequestError`` with the same code, so callers branch on codes, never
+on message text. Transport failures become ``AgentUnreachable``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from remotecli.errors import RemoteCliError
+
+
+class AgentUnreachable(RemoteCliError):
+    code = "agent_unreachable"
+
+
+class AgentRequestError(RemoteCliError):
+    """The agent answered with an error; ``code`` is the agent's own."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class AgentClient:
+    def __init__(self, socket: Path, token: str, *, timeout: float = 30.0) -> None:
+        self._socket = socket
+        self._client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(socket)),
+            base_url="http://agent",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    async def __aenter__(self) -> AgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def health(self) -> dict[str, Any]:
+        return await self.request("GET", "/health")
+
+    async def diagnostics(self) -> dict[str, Any]:
+        return await self.request("GET", "/diagnostics", timeout=60.0)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        try:
+            response = await self._client.request(
+                method, path, json=json, params=params,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )  # fmt: skip
+        except httpx.TransportError as exc:
+            raise AgentUnreachable(
+                f"cannot reach the agent at {self._socket}: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise AgentRequestError(
+                response.status_code, "bad_response",
+                f"the agent answered {method} {path} with non-JSON (HTTP {response.status_code})",
+            ) from exc  # fmt: skip
+        if response.status_code >= 400:
+            raise AgentRequestError(
+                response.status_code,
+                str(body.get("code", "error")),
+                str(body.get("message", f"HTTP {response.status_code}")),
+            )
+        if not isinstance(body, dict):
+            raise AgentRequestError(response.status_code, "bad_response", "expected a JSON object")
+        return body
