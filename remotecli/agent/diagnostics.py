@@ -27,7 +27,8 @@ COMMAND_TIMEOUT = 20.0  # gemini --version alone takes ~1.3 s; a cold VM is slow
 async def collect(config: AgentConfig) -> dict[str, Any]:
     unit = own_unit()
     system_state, failed, unit_props, clis = await asyncio.gather(
-        _output(["systemctl", "is-system-running"]),
+        # --wait: a system still booting says "starting"; wait for its verdict.
+        _output(["systemctl", "is-system-running", "--wait"]),
         _output(["systemctl", "list-units", "--failed", "--plain", "--no-legend", "--no-pager"]),
         _unit_properties(unit),
         asyncio.gather(*(_cli_version(config, name) for name in PROVIDERS)),
