@@ -145,19 +145,36 @@ def _is_complete(prefix: Path, packages: Sequence[str]) -> bool:
 
 
 def _verify(bins: Mapping[str, Path], timeout: float) -> dict[str, str]:
-    """Run ``<cli> --version`` for each; return the first line of each."""
+    """Run ``<cli> --version`` for each; return the first line of each.
+
+    The CLIs write state under their home even for ``--version`` (codex creates
+    ``$CODEX_HOME/tmp``, gemini ``~/.gemini/projects.json.*.tmp``), so they run
+    with a throwaway HOME instead of the caller's.
+    """
     versions: dict[str, str] = {}
-    for name, path in bins.items():
-        if not path.exists():
-            raise RuntimeError(f"npm install did not create {path}")
-        res = _run([str(path), "--version"], timeout=min(timeout, 120.0))
-        text = res.stdout.decode("utf-8", "replace").strip()
-        if "not installed" in text or not text:
-            raise RuntimeError(
-                f"{[str(path), '--version']!r} printed {text!r} (did the postinstall script run?)"
-            )
-        versions[name] = text.splitlines()[0]
+    with tempfile.TemporaryDirectory(prefix="remotecli-verify-") as scratch:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": scratch,
+            "CODEX_HOME": str(Path(scratch) / ".codex"),
+            "LANG": "C.UTF-8",
+        }
+        Path(env["CODEX_HOME"]).mkdir()
+        for name, path in bins.items():
+            versions[name] = _version_of(path, env, timeout)
     return versions
+
+
+def _version_of(path: Path, env: Mapping[str, str], timeout: float) -> str:
+    if not path.exists():
+        raise RuntimeError(f"npm install did not create {path}")
+    res = _run([str(path), "--version"], timeout=min(timeout, 120.0), env=env)
+    text = res.stdout.decode("utf-8", "replace").strip()
+    if "not installed" in text or not text:
+        raise RuntimeError(
+            f"{[str(path), '--version']!r} printed {text!r} (did the postinstall script run?)"
+        )
+    return text.splitlines()[0]
 
 
 def install_real_clis(cache_root: Path | None = None, timeout: float = 600) -> dict[str, Path]:

@@ -69,6 +69,8 @@ def test_browser_login_exec_and_refresh_rotation(
         wrong = callback.replace("state=", "state=x")
         assert get(wrong) == (400, "State mismatch")
         assert get(callback)[0] == 302  # exchanged, redirected to /success
+        # Like the real CLI it waits for the browser to follow the redirect.
+        assert get("http://127.0.0.1:1455/success")[0] == 200
         rest = cli.rest()
         assert cli.proc.wait(timeout=10) == 0
         assert rest.endswith("Successfully logged in\n")

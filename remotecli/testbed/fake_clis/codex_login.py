@@ -4,7 +4,8 @@ Mirrors codex-cli 0.171.0 (tests/fixtures/real_cli/codex_login_*): everything
 on stderr; listener on 127.0.0.1:1455, else 1457, after ``GET /cancel`` to a
 stale one; ``/auth/callback`` with a wrong state answers ``400 State
 mismatch`` and keeps waiting; ``/cancel`` ends the login ("Login cancelled");
-``/success`` ends it successfully. Stdlib only.
+``/success`` ends it "successfully" (the real one says so even when nothing
+was exchanged: only auth.json proves a login). Stdlib only.
 """
 
 from __future__ import annotations
@@ -105,8 +106,10 @@ class _Callback(BaseHTTPRequestHandler):
         success = f"http://localhost:{login.port}/success?" + urlencode(
             {"needs_setup": "false", "codex_streamlined_login": "true"}
         )
+        # Like the real 0.171.0: auth.json is saved, but the CLI keeps running
+        # until the browser follows this redirect to /success (a remote user's
+        # browser never does; the agent sees auth.json and stops the CLI).
         self._reply(302, b"", None, {"Location": success})
-        login.finish(None)
 
     def _reply(
         self, status: int, body: bytes, ctype: str | None, headers: dict[str, str] | None = None
