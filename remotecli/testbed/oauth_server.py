@@ -24,6 +24,7 @@ Rules and state live in ``testbed.authority``. Stdlib only.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -72,6 +73,7 @@ class OAuthServer:
         self._thread: threading.Thread | None = None
         self._authority: Authority | None = None
         self._lock = threading.Lock()
+        self._extra: list[tuple[_Server, threading.Thread]] = []
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -100,10 +102,38 @@ class OAuthServer:
             self._httpd, self._thread, self._authority = httpd, thread, httpd.authority
             return self
 
+    def serve_on(self, sock: socket.socket) -> None:
+        """Also serve, with the same state, on an already listening socket.
+
+        For containers with a private network: a socket bound inside the
+        container's network namespace *at this server's own port* makes the
+        server reachable there at the very same URL, so the CLIs inside and
+        the "browser" outside see identical addresses.
+        """
+        primary = self._httpd
+        if primary is None:
+            raise RuntimeError("start() the server before serve_on()")
+        httpd = _Server(sock.getsockname()[:2], _Handler, bind_and_activate=False)
+        httpd.socket.close()
+        httpd.socket = sock
+        httpd.authority, httpd.base_url = primary.authority, primary.base_url
+        httpd.log, httpd.log_lock = primary.log, primary.log_lock
+        thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        thread.start()
+        with self._lock:
+            self._extra.append((httpd, thread))
+
     def stop(self) -> None:
         with self._lock:
             httpd, thread = self._httpd, self._thread
             self._httpd = self._thread = None
+            extra, self._extra = self._extra, []
+        for other, other_thread in extra:
+            other.shutdown()
+            other.server_close()
+            other_thread.join(timeout=5)
         if httpd is None:
             return
         httpd.shutdown()
@@ -177,8 +207,13 @@ class _Server(ThreadingHTTPServer):
     authority: Authority
     base_url: str
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        super().__init__(address, handler)
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        bind_and_activate: bool = True,
+    ) -> None:
+        super().__init__(address, handler, bind_and_activate)
         self.log: list[tuple[str, str, int]] = []
         self.log_lock = threading.Lock()
 
