@@ -4,6 +4,7 @@
     ├── CommandFailed               a subprocess exited non-zero or timed out
     │                               (argv, exit code, stderr tail, timeout)
     ├── ImageError                  the golden image cannot be built or is unusable
+    │   └── BuildFailed             (images/progress.py) names the stage and its cause
     ├── BackendUnavailable          this host cannot run that VM backend (and why)
     └── VmError                     something went wrong with one instance
         └── NotReady                an instance missed a readiness deadline:

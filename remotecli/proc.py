@@ -89,6 +89,10 @@ async def run(
     finally:
         # Whatever the command left in its group (daemons, helpers) goes too.
         kill_group(proc.pid)
+        if not pumps.done():  # cancelled from outside: reap the readers too
+            pumps.cancel()
+            with contextlib.suppress(BaseException):
+                await pumps
     completed = Completed(list(argv), code, "".join(out), "".join(err))
     if check and code != 0:
         raise CommandFailed(argv, exit_code=code, stderr_tail=_tail(err) or _tail(out), hint=hint)
