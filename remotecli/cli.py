@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from remotecli import __version__
+from remotecli.images.recipe import DEFAULT_MIRROR, DEFAULT_RELEASE
 
 app = typer.Typer(
     help="remote-cli: run users' own Claude Code, Codex and Gemini CLI in isolated VMs.",
@@ -109,6 +112,92 @@ def up(
     finally:
         if server is not None:
             server.stop()
+
+
+@app.command()
+def doctor() -> None:
+    """Which VM backends this host can run, and why not the others."""
+    from rich.table import Table
+
+    from remotecli.vmm import hostcheck
+
+    facts = hostcheck.gather()
+    checks = hostcheck.assess(facts)
+    picked = hostcheck.pick(checks)
+    out = Console()
+    virt = "/".join(sorted({"vmx", "svm"} & facts.cpu_flags)) or "none (no vmx/svm)"
+    kvm = f"KVM API {facts.kvm_api}" if isinstance(facts.kvm_api, int) else facts.kvm_api
+    out.print(
+        f"CPU virtualization: {virt} · /dev/kvm: {kvm}"
+        f"{' · kvm_pvm loaded' if facts.kvm_pvm else ''} · PID 1: {facts.pid1} · "
+        f"cgroups: {facts.cgroups} · {'root' if facts.root else 'not root'}"
+    )
+    table = Table("backend", "can run here", "isolation", "why")
+    isolation = {"vm": "VM (own kernel)", "container": "container (shared kernel)"}
+    for check in checks:
+        verdict = "[green]yes[/green]" if check.can_run else "[red]no[/red]"
+        table.add_row(
+            check.name, verdict, isolation.get(check.isolation, "none"),
+            "\n".join(escape(r) for r in check.reasons),
+        )  # fmt: skip
+    out.print(table)
+    out.print(f"make up would use: [bold]{picked.name}[/bold]")
+    out.print(f"[yellow]{hostcheck.NSPAWN_ISOLATION_NOTE}[/yellow]")
+
+
+image_app = typer.Typer(help="Build the golden image VMs and containers boot from.")
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def image_build(
+    providers: Annotated[
+        str,
+        typer.Option(help="real CLIs to install from npm, e.g. claude_code,codex,gemini_cli"),
+    ] = "",
+    test_clis: Annotated[
+        bool, typer.Option("--test-clis", help="install the test bed's fake CLIs instead")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="image cache (default $REMOTECLI_CACHE_DIR, else /var/lib/remotecli)"),
+    ] = None,
+    release: Annotated[str, typer.Option(help="Debian release")] = DEFAULT_RELEASE,
+    mirror: Annotated[str, typer.Option(help="Debian mirror")] = DEFAULT_MIRROR,
+    extra_package: Annotated[
+        list[str] | None, typer.Option(help="one more Debian package (repeatable)")
+    ] = None,
+) -> None:
+    """Build (or reuse) the golden rootfs: Debian, systemd, python3, node, the agent, the CLIs."""
+    from remotecli.errors import RemoteCliError
+    from remotecli.images.build import build_image
+    from remotecli.images.recipe import BuildOptions
+    from remotecli.images.report import RichBuildProgress, summary_table
+
+    started = time.monotonic()
+    try:
+        options = BuildOptions(
+            release=release,
+            mirror=mirror,
+            providers=tuple(p.strip() for p in providers.split(",") if p.strip()),
+            test_clis=test_clis,
+            extra_packages=tuple(extra_package or ()),
+            cache_dir=cache_dir,
+        )
+        with RichBuildProgress(console) as progress:
+            image = asyncio.run(build_image(options, progress))
+    except RemoteCliError as exc:
+        console.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        # The builder removed its temporary directory on the way out.
+        console.print("[yellow]interrupted[/yellow]: nothing was left behind; the cache is intact")
+        raise typer.Exit(130) from None
+    elapsed = time.monotonic() - started
+    if progress.ran_stages == 0:
+        console.print(f"[green]cached:[/green] same inputs as before, reused in {elapsed:.2f} s")
+    console.print(summary_table(image))
+    print(image.path)
 
 
 def main() -> None:

@@ -81,8 +81,46 @@ class Readiness:
 
 
 @dataclass(frozen=True)
+class UnitState:
+    """What systemd inside the instance says about the agent unit (the evidence a hint reads).
+
+    Each field is the raw text of one query so a human sees exactly what the
+    machine saw; ``properties`` is ``systemctl show`` parsed into a dict.
+    """
+
+    unit: str
+    #: ``systemctl show UNIT -p ...`` (LoadState, ActiveState, UnitFileState, After, ...).
+    properties: Mapping[str, str]
+    #: ``systemctl list-jobs --after``: pending jobs and the jobs each one is blocking.
+    jobs: str = ""
+    #: ``systemctl status UNIT`` with its last journal lines.
+    status: str = ""
+    #: TCP listeners inside the instance, one per line, with the owning process and unit.
+    listeners: str = ""
+    #: ``systemctl is-system-running``.
+    system_state: str = ""
+
+    def render(self) -> str:
+        """The text form carried by ``NotReady.unit_state`` (API, logs, dashboard)."""
+        parts = [f"$ systemctl is-system-running\n{self.system_state}".rstrip()]
+        if self.status:
+            parts.append(f"$ systemctl status {self.unit}\n{self.status.rstrip()}")
+        shown = "\n".join(f"{k}={v}" for k, v in self.properties.items())
+        parts.append(f"$ systemctl show {self.unit}\n{shown}")
+        parts.append(f"$ systemctl list-jobs --after\n{self.jobs.rstrip() or '(none)'}")
+        if self.listeners:
+            parts.append(f"TCP listeners:\n{self.listeners.rstrip()}")
+        return "\n\n".join(parts)
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
-    """What to run. ``image`` is a built golden image directory (see images/)."""
+    """What to run.
+
+    ``image`` is the golden rootfs *directory* (``Image.rootfs`` from
+    ``images/build.py``); VM backends will take their kernel and disk from
+    the image directory beside it.
+    """
 
     image: Path
     #: Stable id for names (container machine name, state dir); a-z0-9-.
@@ -130,7 +168,7 @@ class Instance(Protocol):
 
     def console_tail(self, max_chars: int = 4000) -> str: ...
 
-    async def unit_state(self) -> str | None:
+    async def unit_state(self) -> UnitState | None:
         """The agent unit's state as systemd reports it, when the backend can ask."""
         ...
 

@@ -1,0 +1,125 @@
+"""Start-to-ready of the golden image on the nspawn backend, per phase, and memory per instance.
+
+    .venv/bin/python bench/nspawn_ready.py [--starts 20] [--parallel 10]
+
+Prints p50/p99 of each readiness phase over N sequential starts, the same
+for N starts at once (``--parallel``), and the proportional memory (PSS) of
+every process of one ready container. Numbers, not asserts: run it on the
+host you care about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import time
+from pathlib import Path
+
+from remotecli.images.build import ensure_test_image
+from remotecli.vmm.base import PHASES, InstanceSpec, Readiness
+from remotecli.vmm.nspawn import NspawnBackend, NspawnInstance
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _spec(rootfs: Path, n: int) -> InstanceSpec:
+    return InstanceSpec(
+        image=rootfs, instance_id=f"bench-{n}-{secrets.token_hex(3)}",
+        agent_token=secrets.token_urlsafe(24),
+    )  # fmt: skip
+
+
+def _table(title: str, runs: list[tuple[Readiness, float]]) -> None:
+    print(f"\n{title} ({len(runs)} starts)")
+    print(f"  {'phase':<16} {'p50 ms':>8} {'p99 ms':>8}")
+    for phase in PHASES:
+        values = [
+            r.durations()[phase.value] * 1000 for r, _ in runs if phase.value in r.durations()
+        ]
+        if values:
+            print(f"  {phase.value:<16} {_pct(values, 0.5):8.1f} {_pct(values, 0.99):8.1f}")
+        else:
+            skipped = runs[0][0].skipped.get(phase, "not reached")
+            print(f"  {phase.value:<16} {'-':>8} {'-':>8}  ({skipped})")
+    totals = [total * 1000 for _, total in runs]
+    print(f"  {'start→ready':<16} {_pct(totals, 0.5):8.1f} {_pct(totals, 0.99):8.1f}")
+
+
+async def _one(backend: NspawnBackend, rootfs: Path, n: int) -> tuple[Readiness, float]:
+    instance = backend.create(_spec(rootfs, n))
+    t0 = time.monotonic()
+    try:
+        await instance.start()
+        readiness = await instance.wait_ready()
+        return readiness, time.monotonic() - t0
+    finally:
+        await instance.destroy()
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _container_pss_mib(instance: NspawnInstance) -> tuple[float, int]:
+    leader = instance.container_pid()
+    assert leader is not None, "the container has no PID 1"
+    pidns = Path(f"/proc/{leader}/ns/pid").readlink()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "ns" / "pid").readlink() == pidns:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return sum(_pss_kib(pid) for pid in pids) / 1024, len(pids)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--starts", type=int, default=20)
+    parser.add_argument("--parallel", type=int, default=10)
+    args = parser.parse_args()
+    image = ensure_test_image()
+    backend = NspawnBackend()
+    print(f"image {image.key} ({image.rootfs})")
+
+    sequential = [await _one(backend, image.rootfs, n) for n in range(args.starts)]
+    _table("sequential", sequential)
+
+    t0 = time.monotonic()
+    parallel = await asyncio.gather(
+        *(_one(backend, image.rootfs, 1000 + n) for n in range(args.parallel))
+    )
+    wall = time.monotonic() - t0
+    _table(f"{args.parallel} at once", list(parallel))
+    print(f"  all {args.parallel} ready and destroyed in {wall:.2f} s wall")
+
+    instance = backend.create(_spec(image.rootfs, 9999))
+    try:
+        await instance.start()
+        await instance.wait_ready()
+        await asyncio.sleep(1.0)  # let boot-time work settle before measuring
+        mib, count = _container_pss_mib(instance)
+        print(f"\nmemory of one ready container: {mib:.1f} MiB PSS over {count} processes")
+    finally:
+        await instance.destroy()
+
+    p50_seq = statistics.median(total for _, total in sequential)
+    p50_par = statistics.median(total for _, total in parallel)
+    print(f"ratio p50 start→ready, {args.parallel} at once vs one: {p50_par / p50_seq:.2f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

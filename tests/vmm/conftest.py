@@ -1,0 +1,179 @@
+"""Fixtures for the backends, layered by lifecycle: image → backend → instances.
+
+- ``golden``: the test image (``images.build.ensure_test_image``; built once per
+  machine, then cached) — skipped where nspawn cannot run (``doctor`` says why).
+- ``lab``: an instance factory on a private state root. It owns cleanup:
+  every instance is destroyed (and verified gone) after the test, and when
+  the test failed each console is copied into the test's tmp dir and its
+  tail printed, so a failure always comes with the boot it happened in.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from remotecli.errors import VmError
+from remotecli.images.build import ensure_test_image
+from remotecli.testbed import fake_cli_bin_dir
+from remotecli.vmm import hostcheck
+from remotecli.vmm.base import Backend, Deadlines, Instance, InstanceSpec, Phase
+from remotecli.vmm.fake import FakeBackend
+from remotecli.vmm.nspawn import NspawnBackend
+from remotecli.vmm.readiness import console_tail
+
+#: pytest-timeout ignores marks on fixtures: a cold machine builds the image
+#: (~1 min) inside whichever test asks for it first.
+BUILD_TIMEOUT = 900
+#: Generous for a healthy boot (~0.4 s here) on a loaded CI host.
+BOOT_DEADLINES = Deadlines(
+    {
+        Phase.VMM_STARTED: 10.0,
+        Phase.KERNEL_BOOTED: 30.0,
+        Phase.INIT_STARTED: 20.0,
+        Phase.AGENT_LISTENING: 20.0,
+        Phase.AGENT_READY: 10.0,
+    }
+)
+#: For faulty variants: long enough for a healthy agent, short enough for the suite.
+FAULT_DEADLINES = Deadlines({**BOOT_DEADLINES.per_phase, Phase.AGENT_LISTENING: 3.0})
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "golden" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    """The golden rootfs directory (read-only; instances overlay it)."""
+    check = next(c for c in hostcheck.assess(hostcheck.gather()) if c.name == "nspawn")
+    if not check.can_run:
+        pytest.skip("nspawn cannot run here: " + "; ".join(check.reasons))
+    return ensure_test_image().rootfs
+
+
+@pytest.fixture(scope="session")
+def state_root() -> Iterator[Path]:
+    """A short state root (the agent's socket path must fit 108 bytes); empty at the end."""
+    root = Path(tempfile.mkdtemp(prefix="rcli-test-"))
+    yield root
+    left = sorted(p.name for p in root.iterdir())
+    shutil.rmtree(root, ignore_errors=True)
+    assert left == [], f"instances left behind in {root}"
+
+
+@pytest.fixture
+def layer(tmp_path: Path) -> Iterator[Path]:
+    """An empty layer directory for one faulty variant."""
+    path = tmp_path / "layer"
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class Lab:
+    backend: Backend
+    image: Path
+    created: list[Instance] = field(default_factory=list)
+
+    def spec(
+        self,
+        name: str,
+        *,
+        layers: Sequence[Path] = (),
+        deadlines: Deadlines = BOOT_DEADLINES,
+        agent_env: dict[str, str] | None = None,
+    ) -> InstanceSpec:
+        return InstanceSpec(
+            image=self.image,
+            instance_id=f"{name}-{secrets.token_hex(3)}",
+            agent_token=secrets.token_urlsafe(24),
+            layers=tuple(layers),
+            deadlines=deadlines,
+            agent_env=agent_env or {},
+        )
+
+    async def start(self, spec: InstanceSpec) -> Instance:
+        instance = self.backend.create(spec)
+        self.created.append(instance)
+        await instance.start()
+        return instance
+
+    async def boot(
+        self, name: str, *, layers: Sequence[Path] = (), agent_env: dict[str, str] | None = None
+    ) -> Instance:
+        instance = await self.start(self.spec(name, layers=layers, agent_env=agent_env))
+        await instance.wait_ready()
+        return instance
+
+
+async def _lab(backend: Backend, image: Path, request: pytest.FixtureRequest, tmp_path: Path) -> (
+    AsyncIterator[Lab]
+):  # fmt: skip
+    lab = Lab(backend, image)
+    yield lab
+    if request.node.stash.get(_FAILED, False):
+        for instance in lab.created:
+            saved = tmp_path / f"{instance.spec.instance_id}.console.log"
+            if instance.console_path.exists():
+                shutil.copy(instance.console_path, saved)
+            print(f"\n--- console of {instance.spec.instance_id} (full: {saved}) ---")
+            print(console_tail(instance.console_path, 3000, 40))
+    problems = []
+    for instance in lab.created:
+        try:
+            await instance.destroy()
+        except VmError as exc:
+            problems.append(exc.message)
+    if problems:
+        pytest.fail("\n".join(problems))
+
+
+@pytest.fixture
+async def lab(
+    golden: Path,
+    state_root: Path,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    anyio_backend: str,
+) -> AsyncIterator[Lab]:
+    """Instances of the golden image on nspawn."""
+    backend = NspawnBackend(state_root, stop_seconds=10.0)
+    async for value in _lab(backend, golden, request, tmp_path):
+        yield value
+
+
+@pytest.fixture
+async def fake_lab(
+    state_root: Path, request: pytest.FixtureRequest, tmp_path: Path, anyio_backend: str
+) -> AsyncIterator[Lab]:
+    """Instances of the fake backend (the real agent as a host process)."""
+    backend = FakeBackend(state_root, cli_path=fake_cli_bin_dir())
+    async for value in _lab(backend, Path("/"), request, tmp_path):
+        yield value
