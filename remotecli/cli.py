@@ -200,5 +200,44 @@ def image_build(
     print(image.path)
 
 
+@image_app.command("validate")
+def image_validate(
+    image: Annotated[
+        Path | None, typer.Option(help="image directory (default: the newest built image)")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="image cache to look in")] = None,
+) -> None:
+    """Boot the image and run the seed's checklist against it (nspawn backend)."""
+    from remotecli.errors import RemoteCliError
+    from remotecli.images.checklist import validate
+    from remotecli.images.store import list_images, load_image
+    from remotecli.images.validation_report import render
+    from remotecli.providers import PROVIDERS
+    from remotecli.vmm.nspawn import NspawnBackend
+
+    try:
+        if image is not None:
+            chosen = load_image(image)
+        else:
+            images = list_images(cache_dir)
+            if not images:
+                console.print(
+                    "[red]error:[/red] no image built yet: run "
+                    "[bold]remotecli image build --test-clis[/bold] (or --providers ...)"
+                )
+                raise typer.Exit(2)
+            chosen = load_image(images[0].path)
+        expected = [p.name for p in PROVIDERS.values() if p.executable in chosen.clis]
+        console.print(f"validating {chosen.path} on nspawn ...")
+        with console.status("booting and checking"):
+            report = asyncio.run(validate(NspawnBackend(), chosen.rootfs, expected))
+    except RemoteCliError as exc:
+        console.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from exc
+    render(report, Console())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

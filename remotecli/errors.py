@@ -89,7 +89,9 @@ class NotReady(VmError):
 
     ``phases`` maps each phase reached to the seconds spent reaching it from
     the previous one; ``skipped`` names phases this backend does not have
-    (a container has no kernel to boot) with the reason.
+    (a container has no kernel to boot) with the reason; ``cause`` is the
+    machine-readable diagnosis (``vmm/diagnose.py``: ``agent_crashed``,
+    ``network_online_blocked``, ``port_in_use``, ...) and ``hint`` its words.
     """
 
     code = "vm_not_ready"
@@ -107,8 +109,10 @@ class NotReady(VmError):
         console_tail: str,
         unit_state: str | None,
         hint: str,
+        cause: str = "unknown",
     ) -> None:
         self.instance_id = instance_id
+        self.cause = cause
         self.backend = backend
         self.last_phase = last_phase
         self.waiting_for = waiting_for
@@ -136,5 +140,6 @@ class NotReady(VmError):
             "skipped": self.skipped,
             "consoleTail": self.console_tail,
             "unitState": self.unit_state,
+            "cause": self.cause,
             "hint": self.hint,
         }

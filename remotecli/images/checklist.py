@@ -134,15 +134,21 @@ def evaluate(
 
 
 async def validate(
-    backend: Backend, image: Path, expected_clis: Sequence[str], *, instance_id: str | None = None
+    backend: Backend,
+    image: Path,
+    expected_clis: Sequence[str],
+    *,
+    instance_id: str | None = None,
+    layers: Sequence[Path] = (),
 ) -> Report:
-    """Boot ``image`` on ``backend``, run the checklist, always destroy the instance."""
+    """Boot ``image`` (a rootfs) on ``backend``, run the checklist, always destroy the instance."""
     token = secrets.token_urlsafe(32)
     spec = InstanceSpec(
         image=image,
         instance_id=instance_id or f"validate-{secrets.token_hex(4)}",
         agent_token=token,
         role="validate",
+        layers=tuple(layers),
     )
     instance = backend.create(spec)
     report = Report()

@@ -93,6 +93,12 @@ async def install_units(rootfs: Path) -> None:
     await run_in_root(rootfs, ["systemctl", "set-default", DEFAULT_TARGET])
     if not guest(rootfs, AGENT_WANTS_LINK).is_symlink():
         raise ImageError(f"systemctl enable did not create {AGENT_WANTS_LINK}")
+    # Instances are throwaway: a persistent journal cost ~8 MiB of writable
+    # layer per instance, and the console already carries what we read.
+    journald = guest(rootfs, "/etc/systemd/journald.conf.d/remotecli.conf")
+    journald.parent.mkdir(parents=True, exist_ok=True)
+    journald.write_text("[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n")
+    journald.chmod(0o644)
 
 
 async def first_boot_work(rootfs: Path) -> None:

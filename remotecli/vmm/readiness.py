@@ -353,4 +353,5 @@ async def _not_ready(
         console_tail=console_tail(target.console_path),
         unit_state=unit.render() if unit is not None else unit_error or None,
         hint=hint,
+        cause=found.cause,
     )

@@ -81,6 +81,11 @@ def test_gettys_and_apt_timers_are_masked(test_image: Image) -> None:
     assert default.endswith("/multi-user.target")
 
 
+def test_the_journal_stays_in_memory(test_image: Image) -> None:
+    conf = test_image.guest("/etc/systemd/journald.conf.d/remotecli.conf").read_text()
+    assert "Storage=volatile" in conf.splitlines()
+
+
 def test_the_cli_user_and_its_private_credential_dirs(test_image: Image) -> None:
     passwd = test_image.guest("/etc/passwd").read_text().splitlines()
     entry = next(line for line in passwd if line.startswith(f"{layout.CLI_USER}:"))

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.anyio
 @dataclass(frozen=True)
 class Variant:
     name: str
+    cause: str
     build: Callable[[Path, Path], object]  # (layer, golden rootfs) -> ...
     last_phase: Phase
     waiting_for: Phase
@@ -34,54 +35,54 @@ class Variant:
 
 VARIANTS = [
     Variant(
-        "wait-online", lambda layer, _: layers.wait_online_blocks(layer),
+        "wait-online", "network_online_blocked", lambda layer, _: layers.wait_online_blocks(layer),
         Phase.INIT_STARTED, Phase.AGENT_LISTENING,
         ("waits for network-online.target", "slow-wait-online.service holds that target",
          "still running", "After=network.target"),
     ),
     Variant(
-        "networkd-wait-online", lambda layer, _: layers.networkd_wait_online_blocks(layer),
+        "networkd-wait-online", "network_online_blocked", lambda layer, _: layers.networkd_wait_online_blocks(layer),
         Phase.INIT_STARTED, Phase.AGENT_LISTENING,
         ("systemd-networkd-wait-online.service holds that target",),
     ),
     Variant(
-        "syntax-error", lambda layer, _: layers.agent_syntax_error(layer),
+        "syntax-error", "agent_crashed", lambda layer, _: layers.agent_syntax_error(layer),
         Phase.INIT_STARTED, Phase.AGENT_LISTENING,
         ("The agent crashed at start: SyntaxError: invalid syntax",
          'File "/opt/remotecli/remotecli/agent/app.py", line 3'),
     ),
     Variant(
-        "not-enabled", lambda layer, rootfs: layers.not_enabled(layer, [rootfs]),
+        "not-enabled", "unit_not_enabled", lambda layer, rootfs: layers.not_enabled(layer, [rootfs]),
         Phase.INIT_STARTED, Phase.AGENT_LISTENING,
         (f"{layout.AGENT_UNIT} is not enabled (UnitFileState=disabled)",),
     ),
     Variant(
-        "no-exec-start", lambda layer, _: layers.exec_start_missing(layer),
+        "no-exec-start", "unit_exec_start_missing", lambda layer, _: layers.exec_start_missing(layer),
         Phase.INIT_STARTED, Phase.AGENT_LISTENING,
         ("it has no ExecStart=", "no-exec.conf"),
     ),
     Variant(
-        "unit-broken", lambda layer, _: layers.unit_file_broken(layer),
+        "unit-broken", "unit_broken", lambda layer, _: layers.unit_file_broken(layer),
         Phase.INIT_STARTED, Phase.AGENT_LISTENING,
         ("its unit file has errors", "Unknown key 'ExecStrat'"),
     ),
     Variant(
-        "no-init", lambda layer, _: layers.no_init(layer),
+        "no-init", "no_init", lambda layer, _: layers.no_init(layer),
         Phase.VMM_STARTED, Phase.INIT_STARTED,
         ("The image has no init", "execv(/usr/lib/systemd/systemd"),
     ),
     Variant(
-        "port-taken", lambda layer, _: layers.port_taken(layer),
+        "port-taken", "port_in_use", lambda layer, _: layers.port_taken(layer),
         Phase.INIT_STARTED, Phase.AGENT_LISTENING,
         ("Port 8080 is already taken", "unit=port-hog.service", "Address already in use"),
     ),
     Variant(
-        "token-missing", lambda layer, _: layers.token_missing(layer),
+        "token-missing", "token_missing", lambda layer, _: layers.token_missing(layer),
         Phase.INIT_STARTED, Phase.AGENT_LISTENING,
         ("cannot read the token file /run/agent/token", "hide-run.conf"),
     ),
     Variant(
-        "hangs", lambda layer, _: layers.agent_hangs(layer),
+        "hangs", "agent_silent", lambda layer, _: layers.agent_hangs(layer),
         Phase.INIT_STARTED, Phase.AGENT_LISTENING,
         ("never said it listens", "ExecStart: /bin/sleep infinity"),
     ),
@@ -106,6 +107,7 @@ async def test_faulty_variant_is_diagnosed(
     assert [p for p in variant.hint_says if p not in error.hint] == [], error.hint
     assert error.skipped == {"KERNEL_BOOTED": "a container shares the host kernel"}
     assert list(error.phases)[-1] == variant.last_phase.value
+    assert (error.cause, error.to_dict()["cause"]) == (variant.cause, variant.cause)
     assert error.console_tail.strip(), "the error carries the console tail"
     assert "\x1b" not in error.console_tail
     if variant.last_phase is not Phase.VMM_STARTED:  # no container, no systemd to ask
