@@ -17,7 +17,8 @@ import statistics
 import time
 from pathlib import Path
 
-from remotecli.images.build import ensure_test_image
+from remotecli.images.build import build_image
+from remotecli.images.recipe import BuildOptions
 from remotecli.vmm.base import PHASES, InstanceSpec, Readiness
 from remotecli.vmm.nspawn import NspawnBackend, NspawnInstance
 
@@ -86,12 +87,8 @@ def _container_pss_mib(instance: NspawnInstance) -> tuple[float, int]:
     return sum(_pss_kib(pid) for pid in pids) / 1024, len(pids)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--starts", type=int, default=20)
-    parser.add_argument("--parallel", type=int, default=10)
-    args = parser.parse_args()
-    image = ensure_test_image()
+async def main(args: argparse.Namespace) -> None:
+    image = await build_image(BuildOptions(test_clis=True))
     backend = NspawnBackend()
     print(f"image {image.key} ({image.rootfs})")
 
@@ -122,4 +119,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--starts", type=int, default=20)
+    parser.add_argument("--parallel", type=int, default=10)
+    asyncio.run(main(parser.parse_args()))
