@@ -8,8 +8,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Reinstall the venv whenever the dependency list changes.
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
-# debootstrap builds the golden image; systemd-container boots it (nspawn backend).
-DEBIAN_PACKAGES := ca-certificates git procps iproute2 debootstrap debian-archive-keyring systemd-container
+# debootstrap builds the golden image; systemd-container boots it (nspawn backend);
+# postgresql: the tests start a throwaway cluster from its binaries.
+DEBIAN_PACKAGES := ca-certificates git procps iproute2 debootstrap debian-archive-keyring systemd-container postgresql
 PYTEST_ARGS ?=
 
 .PHONY: up test lint typecheck pytest install debian-packages clean

@@ -1,0 +1,9 @@
+"""The API's routers, one module per area; ``app.py`` includes them in this order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from remotecli.controller.api import system, users
+
+ROUTERS: list[APIRouter] = [system.router, users.router]

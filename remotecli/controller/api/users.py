@@ -1,0 +1,53 @@
+"""Users and API tokens (admin only, except a service token may create users)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy.exc import IntegrityError
+
+from remotecli.controller.deps import Caller, Session
+from remotecli.controller.errors import BadRequest, Conflict, Forbidden, NotFound
+from remotecli.controller.models import TokenKind, User
+from remotecli.controller.schemas import TokenCreate, TokenOut, UserCreate, UserId, UserOut
+from remotecli.controller.security import create_token
+
+router = APIRouter(tags=["users"])
+
+
+@router.post("/api/users", status_code=201, response_model=UserOut, response_model_by_alias=True)
+async def create_user(body: UserCreate, caller: Caller, session: Session) -> User:
+    if caller.kind not in (TokenKind.ADMIN, TokenKind.SERVICE):
+        raise Forbidden("creating users needs an admin or service token", code="admin_required")
+    user = User(id=body.id, name=body.name)
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"user {body.id!r} already exists", code="user_exists") from exc
+    return user
+
+
+@router.get("/api/users/{user_id}", response_model=UserOut, response_model_by_alias=True)
+async def get_user(user_id: UserId, caller: Caller, session: Session) -> User:
+    caller.require_user(user_id)
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id!r}", code="unknown_user")
+    return user
+
+
+@router.post("/api/tokens", status_code=201, response_model=TokenOut, response_model_by_alias=True)
+async def create_api_token(body: TokenCreate, caller: Caller, session: Session) -> TokenOut:
+    caller.require_admin()
+    kind = TokenKind(body.kind)
+    if kind is TokenKind.USER:
+        if body.user_id is None:
+            raise BadRequest("a user token needs 'userId'", code="user_id_required")
+        if await session.get(User, body.user_id) is None:
+            raise NotFound(f"no user {body.user_id!r}", code="unknown_user")
+    elif body.user_id is not None:
+        raise BadRequest(f"a {kind.value} token acts for every user: drop 'userId'",
+                         code="user_id_not_allowed")  # fmt: skip
+    row, token = await create_token(session, kind, user_id=body.user_id, name=body.name)
+    return TokenOut(id=row.id, kind=row.kind, user_id=row.user_id, prefix=row.prefix,
+                    name=row.name, token=token)  # fmt: skip

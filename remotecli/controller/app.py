@@ -1,0 +1,131 @@
+"""The controller's FastAPI application: lifespan, error handling, request ids, routers.
+
+``create_app(settings)`` builds an app; the engine, vault and services are
+made in the lifespan, so importing this module starts nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from remotecli import __version__
+from remotecli.controller import db
+from remotecli.controller.api import ROUTERS
+from remotecli.controller.context import AppContext
+from remotecli.controller.errors import status_for
+from remotecli.controller.models import ApiToken, TokenKind
+from remotecli.controller.security import create_token
+from remotecli.controller.settings import Settings
+from remotecli.controller.vault import Vault
+from remotecli.errors import RemoteCliError
+
+log = logging.getLogger("remotecli.controller")
+
+#: Hooks that start services in the lifespan (registered by the service modules).
+Startup = Callable[[AppContext], Awaitable[None]]
+Shutdown = Callable[[AppContext], Awaitable[None]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    startup: list[Startup] | None = None,
+    shutdown: list[Shutdown] | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        engine = db.make_engine(settings.resolved_database_url)
+        try:
+            await db.migrate(engine)
+            vault = (
+                Vault.from_spec(settings.vault_keys)
+                if settings.vault_keys
+                else Vault.from_file(settings.resolved_vault_key_file)
+            )
+            context = AppContext(settings, engine, db.sessionmaker(engine), vault)
+            app.state.context = context
+            await _bootstrap_admin(context)
+            for hook in startup or []:
+                await hook(context)
+            try:
+                yield
+            finally:
+                for stop in reversed(shutdown or []):
+                    await stop(context)
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="remote-cli controller",
+        version=__version__,
+        lifespan=lifespan,
+        description=(
+            "Runs users' own Claude Code, Codex and Gemini CLI in isolated VMs. "
+            "Every error is JSON with a `code` and a `message`."
+        ),
+    )
+
+    @app.middleware("http")
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        rid = request.headers.get("x-request-id") or secrets.token_hex(8)
+        request.state.request_id = rid
+        started = time.monotonic()
+        response = await call_next(request)
+        response.headers["x-request-id"] = rid
+        log.info(
+            "request",
+            extra={"request_id": rid, "method": request.method, "path": request.url.path,
+                   "status": response.status_code,
+                   "ms": round((time.monotonic() - started) * 1000, 1)},
+        )  # fmt: skip
+        return response
+
+    @app.exception_handler(RemoteCliError)
+    async def remotecli_error(request: Request, exc: RemoteCliError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=status_for(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
+        ]
+        return JSONResponse(
+            {"code": "invalid_request", "message": "; ".join(problems), "problems": problems},
+            status_code=422,
+        )
+
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+async def _bootstrap_admin(context: AppContext) -> None:
+    """On first start, make an admin token and write it to the state dir (mode 0600)."""
+    if not context.settings.bootstrap_admin:
+        return
+    async with db.session_scope(context.sessions) as session:
+        exists = await session.execute(
+            select(ApiToken.id).where(ApiToken.kind == TokenKind.ADMIN.value).limit(1)
+        )
+        if exists.first() is not None:
+            return
+        _, token = await create_token(session, TokenKind.ADMIN, name="bootstrap admin")
+    path = context.settings.state_dir / "admin.token"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    log.warning("created the first admin token in %s", path)

@@ -1,0 +1,64 @@
+"""Run the real controller (uvicorn, real database) in a thread for a test."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from remotecli.controller.app import Shutdown, Startup, create_app
+from remotecli.controller.settings import Settings
+
+
+@dataclass
+class RunningController:
+    url: str
+    settings: Settings
+    admin_token: str
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, token: str | None = "admin", timeout: float = 60.0) -> httpx.Client:
+        headers = {}
+        token = self.admin_token if token == "admin" else token
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.clients.append(client)
+        return client
+
+
+@contextlib.contextmanager
+def run_controller(
+    settings: Settings,
+    *,
+    startup: list[Startup] | None = None,
+    shutdown: list[Shutdown] | None = None,
+) -> Iterator[RunningController]:
+    app = create_app(settings, startup=startup, shutdown=shutdown)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the controller exited during start-up (see the log above)")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the controller did not start within 60 s")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    token = Path(settings.state_dir / "admin.token").read_text().strip()
+    running = RunningController(f"http://127.0.0.1:{port}", settings, token)
+    try:
+        yield running
+    finally:
+        for client in running.clients:
+            client.close()
+        server.should_exit = True
+        thread.join(30)
