@@ -55,8 +55,8 @@ def throwaway_cluster() -> Iterator[str]:
     shutil.chown(pwfile, "postgres", "postgres")
     port = _free_port()
     try:
-        _as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "remotecli", "--auth=scram-sha-256",
-                      f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"])  # fmt: skip
+        initdb = [str(bindir / "initdb"), "-D", str(data), "-U", "remotecli", "-E", "UTF8"]
+        _as_postgres([*initdb, "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync"])
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock_dir} -c fsync=off"
         _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-t", "60",
                       "-l", str(root / "log"), "start"])  # fmt: skip
