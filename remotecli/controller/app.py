@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
@@ -41,6 +41,7 @@ def create_app(
     *,
     startup: list[Startup] | None = None,
     shutdown: list[Shutdown] | None = None,
+    routers: list[APIRouter] | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -107,7 +108,7 @@ def create_app(
             status_code=422,
         )
 
-    for router in ROUTERS:
+    for router in [*ROUTERS, *(routers or [])]:
         app.include_router(router)
     return app
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import APIRouter
 
 from remotecli.controller.app import Shutdown, Startup, create_app
 from remotecli.controller.settings import Settings
@@ -39,8 +40,9 @@ def run_controller(
     *,
     startup: list[Startup] | None = None,
     shutdown: list[Shutdown] | None = None,
+    routers: list[APIRouter] | None = None,
 ) -> Iterator[RunningController]:
-    app = create_app(settings, startup=startup, shutdown=shutdown)
+    app = create_app(settings, startup=startup, shutdown=shutdown, routers=routers)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
