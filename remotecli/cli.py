@@ -239,5 +239,25 @@ def image_validate(
         raise typer.Exit(1)
 
 
+def _register_api_commands() -> None:
+    from remotecli.commands import admin, auth, run, vm
+
+    app.add_typer(auth.app, name="auth")
+    app.command("run")(run.run)
+    app.add_typer(vm.app, name="vm")
+    app.add_typer(admin.users, name="users")
+    app.add_typer(admin.tokens, name="tokens")
+
+
+_register_api_commands()
+
+
 def main() -> None:
-    app()
+    from remotecli.errors import RemoteCliError
+
+    try:
+        app()
+    except RemoteCliError as exc:
+        # One place turns every library error into a message and an exit code.
+        console.print(f"[red]error[/red] ({exc.code}): {escape(exc.message)}")
+        raise SystemExit(1) from exc

@@ -1,0 +1,53 @@
+"""``remotecli vm``: see and remove VMs (admin token)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from remotecli.commands.api import Api
+from remotecli.commands.options import Token, Url
+
+app = typer.Typer(help="List, inspect and remove VMs (admin).")
+console = Console()
+
+
+@app.command("ls")
+def ls(url: Url = None, token: Token = None) -> None:
+    """All VMs the controller knows."""
+    vms = Api.from_env(url, token).call("GET", "/api/vms")
+    table = Table("id", "role", "state", "origin", "user", "ready after")
+    for vm in vms if isinstance(vms, list) else vms.get("vms", []):
+        phases = vm.get("phases") or {}
+        total = sum(v for v in phases.values() if isinstance(v, int | float))
+        table.add_row(vm["id"], vm["role"], vm["state"], str(vm.get("origin")),
+                      str(vm.get("userId") or ""), f"{total:.2f} s" if total else "")  # fmt: skip
+    console.print(table)
+
+
+@app.command("show")
+def show(vm_id: str, url: Url = None, token: Token = None) -> None:
+    """One VM: phases, timings, health, error evidence."""
+    console.print_json(json.dumps(Api.from_env(url, token).call("GET", f"/api/vms/{vm_id}")))
+
+
+@app.command("logs")
+def logs(
+    vm_id: str,
+    lines: Annotated[int, typer.Option(help="how many console lines")] = 200,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """The VM's console, captured from its first byte."""
+    print(Api.from_env(url, token).text(f"/api/vms/{vm_id}/console", lines=lines), end="")
+
+
+@app.command("rm")
+def rm(vm_id: str, url: Url = None, token: Token = None) -> None:
+    """Destroy a VM (its credentials are synced back first)."""
+    Api.from_env(url, token).call("DELETE", f"/api/vms/{vm_id}")
+    console.print(f"removed {vm_id}")
