@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -165,6 +166,17 @@ class Vm(Base):
     ready_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
     stopped_at: Mapped[datetime | None]
+    # -- added by migration 0002 (the VM manager) --
+    #: The backend's id for the instance (state dir, machine name); derived from ``id``.
+    instance_id: Mapped[str | None] = mapped_column(String(64))
+    #: Seconds of each step of its life: ``startSeconds``, ``claimSeconds``, ``destroySeconds``.
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
+    #: How the claim was served: each source tried (pool, restore, cold) and what happened.
+    claim_trace: Mapped[dict[str, Any] | None]
+    #: The last console lines, saved when the instance was destroyed (its files go with it).
+    console_tail: Mapped[str | None] = mapped_column(Text)
+    #: Why the last health check failed (None once it passes again).
+    health_error: Mapped[str | None] = mapped_column(Text)
 
 
 class AuthSession(Base):
@@ -203,6 +215,10 @@ class Lease(Base):
     credential_version: Mapped[int] = mapped_column(Integer)
     content_version: Mapped[str | None] = mapped_column(String(64))
     acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The prompt run using the copy right now (None: the VM holds it, idle).
+    run_id: Mapped[str | None] = mapped_column(String(32))
+    #: When a crashed controller's claim lapses: the run's deadline plus a grace.
+    busy_until: Mapped[datetime | None]
 
 
 class PromptRun(Base):

@@ -102,7 +102,7 @@ class OAuthServer:
             self._httpd, self._thread, self._authority = httpd, thread, httpd.authority
             return self
 
-    def serve_on(self, sock: socket.socket) -> None:
+    def serve_on(self, sock: socket.socket) -> Callable[[], None]:
         """Also serve, with the same state, on an already listening socket.
 
         For containers with a private network: a socket bound inside the
@@ -124,6 +124,18 @@ class OAuthServer:
         thread.start()
         with self._lock:
             self._extra.append((httpd, thread))
+
+        def close() -> None:
+            """Stop serving on that socket (its namespace is going away)."""
+            with self._lock:
+                if (httpd, thread) not in self._extra:
+                    return
+                self._extra.remove((httpd, thread))
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(timeout=5)
+
+        return close
 
     def stop(self) -> None:
         with self._lock:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from remotecli.testbed import OAuthServer
-from tests.netns import listen_in_netns
+from remotecli.testbed.netns import listen_in_netns
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from remotecli.agentclient import AgentClient
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, login
 from remotecli.vmm.nspawn import NspawnInstance
 from tests.conftest import PASSWORD, USER
-from tests.netns import listen_in_netns
+from remotecli.testbed.netns import listen_in_netns
 from tests.vmm.conftest import Lab
 
 pytestmark = pytest.mark.anyio

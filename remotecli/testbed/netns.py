@@ -1,4 +1,8 @@
-"""Reach into a network namespace (a container's, or one a test made) from the test process."""
+"""Bind a listening socket inside another network namespace (a container's) from this process.
+
+The offline demo and the tests use it to make the test bed's OAuth server answer
+inside containers that have a private network. Needs root (nsenter).
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,189 @@
+"""VM operations for admins (list, inspect, console, delete) and the Prometheus ``/metrics``.
+
+Every route needs an admin token (``/metrics`` too: it counts users' VMs and
+logins; point Prometheus at it with ``authorization: {credentials_file: ...}``).
+The DB is the source of truth for what is listed; live VMs add their health
+as the monitor last saw it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+
+from remotecli.controller.deps import Admin, Context
+from remotecli.controller.errors import NotFound
+from remotecli.controller.metrics import get_metrics
+from remotecli.controller.models import Vm
+from remotecli.controller.vms import VmManager, get_manager
+from remotecli.vmm import readiness
+
+router = APIRouter()
+
+VmId = Annotated[str, Field(pattern=r"^vm_[0-9a-f]{16}$")]
+CONSOLE_MAX_LINES = 2000
+
+
+class VmOut(BaseModel):
+    id: str
+    backend: str
+    role: str
+    state: str
+    origin: str
+    user_id: str | None = Field(serialization_alias="userId")
+    instance_id: str | None = Field(serialization_alias="instanceId")
+    #: Seconds to each readiness phase (``reached``), in each (``durations``), and skipped ones.
+    phases: dict[str, Any]
+    #: ``startSeconds``, ``claimSeconds``, ``destroySeconds``.
+    timings: dict[str, Any]
+    #: How the claim was served: each source tried (pool, restore, cold) and the result.
+    claim: dict[str, Any] | None
+    health: dict[str, Any]
+    stop_reason: str | None = Field(serialization_alias="stopReason")
+    created_at: datetime = Field(serialization_alias="createdAt")
+    ready_at: datetime | None = Field(serialization_alias="readyAt")
+    last_used_at: datetime | None = Field(serialization_alias="lastUsedAt")
+    stopped_at: datetime | None = Field(serialization_alias="stoppedAt")
+
+
+class VmDetail(VmOut):
+    #: The structured failure: ``NotReady.to_dict()`` (phases, console tail, unit state,
+    #: cause, hint), or the health checks that failed, or what teardown left.
+    error: dict[str, Any] | None
+    #: Whether ``GET /api/vms/{id}/console`` has something to show.
+    console: bool
+
+
+class VmList(BaseModel):
+    backend: dict[str, Any]
+    pool: dict[str, Any]
+    vms: list[VmOut]
+
+
+def _utc(stamp: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes (stored as UTC); the API always says UTC."""
+    if stamp is not None and stamp.tzinfo is None:
+        return stamp.replace(tzinfo=UTC)
+    return stamp
+
+
+def _iso(stamp: datetime | None) -> str | None:
+    utc = _utc(stamp)
+    return utc.isoformat() if utc is not None else None
+
+
+def _health(row: Vm, manager: VmManager | None) -> dict[str, Any]:
+    handle = manager.get(row.id) if manager is not None else None
+    if handle is not None:
+        return handle.health.to_dict()
+    return {
+        "consecutiveFailures": row.health_failures,
+        "lastCheckedAt": _iso(row.last_health_at),
+        "lastOkAt": None,
+        "lastError": row.health_error,
+    }
+
+
+def _fields(row: Vm, manager: VmManager | None) -> dict[str, Any]:
+    return dict(
+        id=row.id, backend=row.backend, role=row.role, state=row.state, origin=row.origin,
+        user_id=row.user_id, instance_id=row.instance_id, phases=row.phases or {},
+        timings=row.timings or {}, claim=row.claim_trace, health=_health(row, manager),
+        stop_reason=row.stop_reason, created_at=_utc(row.created_at), ready_at=_utc(row.ready_at),
+        last_used_at=_utc(row.last_used_at), stopped_at=_utc(row.stopped_at),
+    )  # fmt: skip
+
+
+def _detail(row: Vm, manager: VmManager | None) -> VmDetail:
+    live = manager is not None and manager.get(row.id) is not None
+    return VmDetail(**_fields(row, manager), error=row.error,
+                    console=live or bool(row.console_tail))  # fmt: skip
+
+
+async def _row(context: Context, vm_id: str) -> Vm:
+    async with context.sessions() as session:
+        row = await session.get(Vm, vm_id)
+    if row is None:
+        raise NotFound(f"no VM {vm_id!r}", code="unknown_vm")
+    return row
+
+
+def _manager_or_none(context: Context) -> VmManager | None:
+    manager = context.services.get("vms")
+    return manager if isinstance(manager, VmManager) else None
+
+
+@router.get("/api/vms", tags=["vms"])
+async def list_vms(
+    context: Context,
+    admin: Admin,
+    include_ended: Annotated[
+        bool, Query(alias="all", description="include stopped and failed VMs")
+    ] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> VmList:
+    """VMs, newest first: running ones, or with ``?all=true`` also the ended ones."""
+    manager = get_manager(context)
+    rows = await manager.store.list_rows(include_ended=include_ended, limit=limit)
+    backend = manager.backend
+    return VmList(
+        backend={"name": backend.name, "isolation": backend.isolation,
+                 "snapshots": backend.supports_snapshots, "reason": manager.backend_reason},
+        pool=manager.pool.status(),
+        vms=[VmOut(**_fields(row, manager)) for row in rows],
+    )  # fmt: skip
+
+
+@router.get("/api/vms/{vm_id}", tags=["vms"])
+async def get_vm(vm_id: VmId, context: Context, admin: Admin) -> VmDetail:
+    """One VM with its error evidence (a NotReady's phases, console tail, unit state and hint)."""
+    return _detail(await _row(context, vm_id), _manager_or_none(context))
+
+
+@router.get(
+    "/api/vms/{vm_id}/console", tags=["vms"], response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}}},
+)  # fmt: skip
+async def vm_console(
+    vm_id: VmId,
+    context: Context,
+    admin: Admin,
+    lines: Annotated[int, Query(ge=1, le=CONSOLE_MAX_LINES)] = 100,
+) -> PlainTextResponse:
+    """The last ``lines`` of the VM's console (saved when it was destroyed)."""
+    row = await _row(context, vm_id)
+    manager = _manager_or_none(context)
+    handle = manager.get(vm_id) if manager is not None else None
+    if handle is not None:
+        text = readiness.console_tail(
+            handle.instance.console_path, max_chars=lines * 400, max_lines=lines
+        )
+    elif row.console_tail:
+        text = "\n".join(row.console_tail.splitlines()[-lines:])
+    else:
+        raise NotFound(
+            f"VM {vm_id} has no console to show: it is {row.state} and none was saved",
+            code="no_console",
+        )
+    return PlainTextResponse(text + "\n" if text else "")
+
+
+@router.delete("/api/vms/{vm_id}", tags=["vms"])
+async def delete_vm(vm_id: VmId, context: Context, admin: Admin) -> VmDetail:
+    """Destroy the VM (claimed ones sync their credentials back first); idempotent."""
+    manager = get_manager(context)
+    await _row(context, vm_id)
+    await manager.destroy(vm_id, "deleted by admin")
+    return _detail(await _row(context, vm_id), manager)
+
+
+@router.get("/metrics", tags=["system"], response_class=PlainTextResponse)
+async def metrics(context: Context, admin: Admin) -> Response:
+    """Prometheus metrics of this controller (text exposition format)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(get_metrics(context).render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,82 @@
+"""OFFLINE DEMO (``REMOTECLI_DEMO=1``): the test bed stands in for the providers.
+
+The test bed's OAuth server runs in the controller process; every VM's agent
+gets its URL (``REMOTECLI_TESTBED_URL``), and the image's fake CLIs sign in
+against it. Containers have a private network, so for each new container the
+server also answers inside that container's network namespace, at the very
+same address. Never for real users: production settings refuse demo mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+from remotecli.controller.context import AppContext
+from remotecli.controller.vms import get_manager
+from remotecli.testbed import TESTBED_URL_ENV, OAuthServer
+from remotecli.testbed.netns import listen_in_netns
+from remotecli.vmm.base import Instance
+
+log = logging.getLogger(__name__)
+SERVICE = "demo"
+AGENT_ENV = "vm_agent_env"
+
+
+class Demo:
+    def __init__(self) -> None:
+        self.server = OAuthServer().start()
+        self._inside: list[tuple[int, Callable[[], None]]] = []
+
+    async def serve_inside(self, instance: Instance) -> None:
+        pid_of = getattr(instance, "container_pid", None)
+        pid = pid_of() if callable(pid_of) else None
+        if not isinstance(pid, int):
+            return  # not a container: the host's loopback is the VM's (fake backend)
+        self._prune()
+        port = int(self.server.url.rsplit(":", 1)[1])
+        sock = await asyncio.to_thread(listen_in_netns, f"/proc/{pid}/ns/net", port)
+        self._inside.append((pid, self.server.serve_on(sock)))
+
+    def _prune(self) -> None:
+        """Stop serving into namespaces whose container is gone."""
+        alive = []
+        for pid, close in self._inside:
+            if os.path.exists(f"/proc/{pid}"):
+                alive.append((pid, close))
+            else:
+                close()
+        self._inside = alive
+
+    def stop(self) -> None:
+        for _, close in self._inside:
+            close()
+        self.server.stop()
+
+
+async def start_service(context: AppContext) -> None:
+    """Before the VM service: start the test bed and hand its URL to every agent."""
+    if not context.settings.demo:
+        return
+    demo = Demo()
+    context.services[SERVICE] = demo
+    context.services[AGENT_ENV] = {TESTBED_URL_ENV: demo.server.url}
+    log.warning("OFFLINE DEMO: the providers are the test bed at %s", demo.server.url)
+
+
+async def attach_service(context: AppContext) -> None:
+    """After the VM service: make the test bed reachable inside every new container."""
+    demo = context.services.get(SERVICE)
+    if isinstance(demo, Demo):
+        manager = get_manager(context)
+        manager.add_after_ready(demo.serve_inside)
+        for handle in manager.handles():  # warm VMs that got ready before the hook existed
+            await demo.serve_inside(handle.instance)
+
+
+async def stop_service(context: AppContext) -> None:
+    demo = context.services.pop(SERVICE, None)
+    if isinstance(demo, Demo):
+        demo.stop()

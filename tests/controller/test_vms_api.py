@@ -1,0 +1,121 @@
+"""The VM routes and /metrics: admin only, bad input refused, and the backend/image choice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from remotecli.controller.models import VmRole
+from remotecli.controller.runtime import (
+    choose_backend,
+    choose_image,
+    make_backend,
+    state_root,
+)
+from remotecli.controller.settings import Settings
+from remotecli.errors import BackendUnavailable, ImageError
+from remotecli.vmm.hostcheck import BackendCheck
+from tests.controller import vm_harness
+from tests.controller.vm_harness import vm_controller
+
+state_dir = vm_harness.state_dir
+make_settings = vm_harness.make_settings
+
+
+def _error(response: httpx.Response) -> tuple[int, str]:
+    body = response.json()
+    assert body["message"], body
+    return response.status_code, body["code"]
+
+
+def test_every_route_needs_an_admin_token(make_settings: Callable[..., Settings]) -> None:
+    with vm_controller(make_settings()) as ctl:
+        ctl.create_user("erin")
+        user = ctl.api().post("/api/tokens", json={"kind": "user", "userId": "erin"}).json()
+        service = ctl.api().post("/api/tokens", json={"kind": "service"}).json()
+        vm_id = ctl.call(ctl.manager.cli_vm("erin")).vm_id
+        routes = [
+            ("GET", "/api/vms"), ("GET", f"/api/vms/{vm_id}"),
+            ("GET", f"/api/vms/{vm_id}/console"), ("DELETE", f"/api/vms/{vm_id}"),
+            ("GET", "/metrics"),
+        ]  # fmt: skip
+        for method, path in routes:
+            assert _error(ctl.api(None).request(method, path)) == (401, "token_required"), path
+            for token in (user["token"], service["token"]):
+                response = ctl.api(token).request(method, path)
+                assert _error(response) == (403, "admin_required"), (path, token[:10])
+        assert ctl.vm(vm_id)["state"] == "claimed"  # nothing was deleted by the refusals
+        for method, path in routes:
+            assert ctl.api().request(method, path).status_code == 200, path
+
+
+def test_bad_ids_and_parameters_are_refused(make_settings: Callable[..., Settings]) -> None:
+    with vm_controller(make_settings()) as ctl:
+        admin = ctl.api()
+        vm_id = ctl.call(ctl.manager.claim(VmRole.AUTH)).vm_id
+        assert _error(admin.get("/api/vms/vm_0000000000000000")) == (404, "unknown_vm")
+        assert _error(admin.delete("/api/vms/vm_0000000000000000")) == (404, "unknown_vm")
+        assert _error(admin.get("/api/vms/not-a-vm")) == (422, "invalid_request")
+        assert _error(admin.get(f"/api/vms/{vm_id}/console?lines=0")) == (422, "invalid_request")
+        assert _error(admin.get("/api/vms?limit=0")) == (422, "invalid_request")
+        assert len(admin.get(f"/api/vms/{vm_id}/console?lines=1").text.splitlines()) == 1
+        assert admin.get("/api/vms?limit=1").json()["vms"][0]["id"] == vm_id
+        # the agent's token never leaves the controller
+        assert ctl.manager.get(vm_id) is not None
+        listing = admin.get("/api/vms?all=true").text + admin.get(f"/api/vms/{vm_id}").text
+        token = ctl.call(ctl.manager.store.get(vm_id))
+        assert token is not None and ctl.manager.store.open_token(token) not in listing
+
+
+def _check(name: str, can_run: bool, reason: str = "because") -> BackendCheck:
+    return BackendCheck(name, can_run, "x", (reason,))
+
+
+CHECKS = [_check("firecracker", True), _check("qemu", True), _check("nspawn", True),
+          _check("fake", True)]  # fmt: skip
+
+
+def test_auto_picks_the_best_implemented_backend(tmp_path: Path) -> None:
+    settings = Settings(environment="test", state_dir=tmp_path)
+    # firecracker and qemu could run but have no controller backend yet
+    assert choose_backend(settings, CHECKS)[0] == "nspawn"
+    no_nspawn = [*CHECKS[:2], _check("nspawn", False, "needs root"), CHECKS[3]]
+    assert choose_backend(settings, no_nspawn)[0] == "fake"
+    production = Settings(
+        environment="production", state_dir=tmp_path, vault_keys="x",
+        database_url="postgresql+psycopg://u@h/db",
+    )  # fmt: skip
+    with pytest.raises(
+        BackendUnavailable, match=r"production refuses the fake backend.*needs root"
+    ):
+        choose_backend(production, no_nspawn)
+    explicit = Settings(environment="test", state_dir=tmp_path, backend="nspawn")
+    with pytest.raises(
+        BackendUnavailable, match=r"REMOTECLI_BACKEND=nspawn cannot run.*needs root"
+    ):
+        choose_backend(explicit, no_nspawn)
+
+
+def test_state_dirs_too_deep_for_sockets_are_refused(tmp_path: Path) -> None:
+    deep = Settings(environment="test", state_dir=Path("/tmp/" + "d" * 70))
+    with pytest.raises(BackendUnavailable, match="REMOTECLI_STATE_DIR to a shorter path"):
+        make_backend("fake", deep)
+    assert state_root(Settings(state_dir=tmp_path), "fake") == tmp_path.resolve() / "fake"
+
+
+@pytest.mark.anyio
+async def test_no_image_says_how_to_build_one(tmp_path: Path) -> None:
+    settings = Settings(environment="development", state_dir=tmp_path)
+    with pytest.raises(ImageError, match="remotecli image build --providers"):
+        await choose_image(settings, "nspawn", cache=tmp_path / "cache")
+    assert await choose_image(settings, "fake", cache=tmp_path / "cache") == Path("/")
+    with pytest.raises(ImageError, match="not a golden image"):
+        await choose_image(Settings(image=tmp_path, state_dir=tmp_path), "nspawn")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
