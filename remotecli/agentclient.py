@@ -3,10 +3,14 @@
 Agent errors arrive as ``{"code", "message"}`` JSON; they become
 ``AgentRequestError`` with the same code, so callers branch on codes, never
 on message text. Transport failures become ``AgentUnreachable``.
+``stream()`` reads the agent's NDJSON answers (prompt runs) one object at a
+time; leaving its ``async for`` early hangs up, which stops the run.
 """
 
 from __future__ import annotations
 
+import json as jsonlib
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +91,65 @@ class AgentClient:
         if not isinstance(body, dict):
             raise AgentRequestError(response.status_code, "bad_response", "expected a JSON object")
         return body
+
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        json: dict[str, Any] | None = None,
+        *,
+        read_timeout: float | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The NDJSON objects of one streamed answer, as they arrive.
+
+        An error status is read whole and raised as ``AgentRequestError`` with
+        the agent's code before anything is yielded. ``read_timeout`` bounds
+        the silence between two lines: None by default, because a CLI may
+        think (or run a tool) for minutes and the agent enforces the run's
+        own deadline.
+        """
+        timeout = httpx.Timeout(self._client.timeout.connect, read=read_timeout)
+        try:
+            async with self._client.stream(method, path, json=json, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error_of(method, path, response)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        item = jsonlib.loads(line)
+                    except ValueError as exc:
+                        raise AgentRequestError(
+                            response.status_code, "bad_response",
+                            f"the agent's stream for {method} {path} had a line that is not JSON",
+                        ) from exc  # fmt: skip
+                    if not isinstance(item, dict):
+                        raise AgentRequestError(
+                            response.status_code, "bad_response",
+                            f"the agent's stream for {method} {path} had a non-object line",
+                        )  # fmt: skip
+                    yield item
+        except httpx.TransportError as exc:
+            raise AgentUnreachable(
+                f"lost the agent at {self._socket} during {method} {path}: "
+                f"{exc.__class__.__name__}: {exc}"
+            ) from exc
+
+
+def _error_of(method: str, path: str, response: httpx.Response) -> AgentRequestError:
+    """The agent's ``{"code", "message"}`` error body as an exception (tolerating non-JSON)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return AgentRequestError(
+            response.status_code, "bad_response",
+            f"the agent answered {method} {path}: HTTP {response.status_code}, not a JSON error",
+        )  # fmt: skip
+    return AgentRequestError(
+        response.status_code,
+        str(body.get("code", "error")),
+        str(body.get("message", f"HTTP {response.status_code}")),
+    )

@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from remotecli import __version__
-from remotecli.controller import db
+from remotecli.controller import db, services
 from remotecli.controller.api import ROUTERS
-from remotecli.controller.context import AppContext
+from remotecli.controller.context import AppContext, Shutdown, Startup
 from remotecli.controller.errors import status_for
 from remotecli.controller.models import ApiToken, TokenKind
 from remotecli.controller.security import create_token
@@ -31,10 +31,6 @@ from remotecli.errors import RemoteCliError
 
 log = logging.getLogger("remotecli.controller")
 
-#: Hooks that start services in the lifespan (registered by the service modules).
-Startup = Callable[[AppContext], Awaitable[None]]
-Shutdown = Callable[[AppContext], Awaitable[None]]
-
 
 def create_app(
     settings: Settings,
@@ -43,6 +39,8 @@ def create_app(
     shutdown: list[Shutdown] | None = None,
     routers: list[APIRouter] | None = None,
 ) -> FastAPI:
+    """The app; ``startup``/``shutdown`` replace the default services (tests pick their own)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -57,12 +55,21 @@ def create_app(
             context = AppContext(settings, engine, db.sessionmaker(engine), vault)
             app.state.context = context
             await _bootstrap_admin(context)
-            for hook in startup or []:
-                await hook(context)
+            pairs = (
+                services.SERVICES
+                if startup is None
+                else [*((h, None) for h in startup), *((_noop, h) for h in shutdown or [])]
+            )
+            stops: list[Shutdown] = []
             try:
+                for start, stop in pairs:
+                    await start(context)
+                    if stop is not None:
+                        stops.append(stop)
                 yield
             finally:
-                for stop in reversed(shutdown or []):
+                # Stop what started, newest first, even when a later start failed.
+                for stop in reversed(stops):
                     await stop(context)
         finally:
             await engine.dispose()
@@ -108,9 +115,13 @@ def create_app(
             status_code=422,
         )
 
-    for router in [*ROUTERS, *(routers or [])]:
+    for router in [*ROUTERS, *(r for r in routers or [] if r not in ROUTERS)]:
         app.include_router(router)
     return app
+
+
+async def _noop(context: AppContext) -> None:
+    return None
 
 
 async def _bootstrap_admin(context: AppContext) -> None:

@@ -6,6 +6,7 @@ like, each with its own database and backend.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,3 +24,8 @@ class AppContext:
     vault: Vault
     #: Services started in the lifespan (VM manager, auth flows, runs), by name.
     services: dict[str, Any] = field(default_factory=dict)
+
+
+#: A lifespan hook: starts or stops one service of the controller.
+Startup = Callable[[AppContext], Awaitable[None]]
+Shutdown = Callable[[AppContext], Awaitable[None]]

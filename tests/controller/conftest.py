@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,10 +29,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def short_state_dir() -> Iterator[Path]:
+    """VM state lives here: agent socket paths under it must fit 108 bytes (not tmp_path)."""
+    path = Path(tempfile.mkdtemp(prefix="rcli-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(short_state_dir: Path, database_url: str) -> Settings:
     return Settings(
         environment="test",
-        state_dir=tmp_path / "state",
+        state_dir=short_state_dir,
         database_url=database_url,
         backend="fake",
         warm_pool_auth=0,

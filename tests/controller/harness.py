@@ -13,7 +13,8 @@ import httpx
 import uvicorn
 from fastapi import APIRouter
 
-from remotecli.controller.app import Shutdown, Startup, create_app
+from remotecli.controller.app import create_app
+from remotecli.controller.context import Shutdown, Startup
 from remotecli.controller.settings import Settings
 
 

@@ -14,9 +14,9 @@ import pytest
 
 from remotecli.agentclient import AgentClient
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, login
+from remotecli.testbed.netns import listen_in_netns
 from remotecli.vmm.nspawn import NspawnInstance
 from tests.conftest import PASSWORD, USER
-from remotecli.testbed.netns import listen_in_netns
 from tests.vmm.conftest import Lab
 
 pytestmark = pytest.mark.anyio

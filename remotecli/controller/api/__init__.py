@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from remotecli.controller.api import system, users
+from remotecli.controller.api import auth, credentials, prompts, system, users, vms
 
-ROUTERS: list[APIRouter] = [system.router, users.router]
+ROUTERS: list[APIRouter] = [
+    system.router,
+    users.router,
+    auth.router,
+    credentials.router,
+    prompts.router,
+    vms.router,
+]

@@ -1,7 +1,7 @@
 """vm manager: instance id, timings, claim trace, saved console tail, last health error
 
-Revision ID: 0002
-Revises: 0004
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-30 10:00:00
 
 Numbered 0002 as planned, but chained after 0004 (leases), which was written
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0004"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,87 @@
+"""POST /api/perspectives: one prompt on several providers in parallel, streamed side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from remotecli.controller.models import RunStatus
+from remotecli.controller.settings import Settings
+from remotecli.testbed import OAuthServer
+from tests.controller.prompt_support import (
+    PROVIDERS,
+    Event,
+    PromptWorld,
+    names,
+    only,
+    prompt_world,
+    quick_oauth_server,
+    short_state_dir,
+    text_of,
+)
+
+
+@pytest.fixture(scope="module")
+def oauth_server() -> Iterator[OAuthServer]:
+    with quick_oauth_server() as server:
+        yield server
+
+
+@pytest.fixture
+def world(settings: Settings, oauth_server: OAuthServer) -> Iterator[PromptWorld]:
+    with short_state_dir(settings) as short, prompt_world(short, oauth_server) as running:
+        yield running
+
+
+def of(events: list[Event], provider: str) -> list[Event]:
+    return [(n, d) for n, d in events if d.get("provider") == provider]
+
+
+def test_three_providers_answer_side_by_side(world: PromptWorld) -> None:
+    user = world.add_user("ada")
+    for provider in PROVIDERS:
+        world.connect(user, provider)
+    events = world.perspectives(user, PROVIDERS, "hello")
+    assert names(events)[-1] == "end"
+    assert all("provider" in d for n, d in events if n != "end"), events
+    group = only(events, "end")["groupId"]
+    for provider in PROVIDERS:
+        mine = of(events, provider)
+        assert names(mine)[0] == "run" and names(mine)[-1] == "done", mine
+        assert text_of(mine) == "You said: hello"
+        done = only(mine, "done")
+        assert done["status"] == "succeeded"
+        row = world.run_row(done["runId"])
+        assert row is not None and (row.group_id, row.status) == (group, RunStatus.SUCCEEDED)
+    # One VM, three runs, each with its own lease.
+    assert len({only(of(events, p), "run")["vmId"] for p in PROVIDERS}) == 1
+    assert all(world.lease(user, p) is not None for p in PROVIDERS)
+    summary = only(events, "end")["runs"]
+    assert [(r["provider"], r["status"]) for r in summary] == [(p, "succeeded") for p in PROVIDERS]
+
+
+def test_a_failing_provider_does_not_stop_the_others(world: PromptWorld) -> None:
+    user = world.add_user("ada")
+    world.connect(user, "claude_code")
+    world.connect(user, "codex")  # no Gemini
+    events = world.perspectives(user, PROVIDERS, "hello")
+    gemini = of(events, "gemini_cli")
+    assert names(gemini) == ["error", "done"]
+    assert only(gemini, "error")["code"] == "not_connected"
+    for provider in ("claude_code", "codex"):
+        assert text_of(of(events, provider)) == "You said: hello"
+    statuses = {r["provider"]: r["status"] for r in only(events, "end")["runs"]}
+    assert statuses == {"claude_code": "succeeded", "codex": "succeeded", "gemini_cli": "failed"}
+
+
+def test_perspectives_refuse_an_unknown_user_and_repeated_providers(world: PromptWorld) -> None:
+    response = world.client().post(
+        "/api/perspectives", json={"userId": "nobody", "providers": ["codex"], "prompt": "hi"}
+    )
+    assert (response.status_code, response.json()["code"]) == (404, "unknown_user")
+    user = world.add_user("ada")
+    response = world.client().post(
+        "/api/perspectives", json={"userId": user, "providers": ["codex", "codex"], "prompt": "x"}
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
