@@ -58,9 +58,10 @@ def start(
 
 def _show(session: dict[str, Any]) -> None:
     if session.get("loginUrl"):
-        console.print(
-            f"\n[bold]Open this link[/bold] (in a browser, any machine):\n{session['loginUrl']}\n"
-        )
+        console.print("\n[bold]Open this link[/bold] (in a browser, any machine):")
+        # Never wrapped: a URL broken over lines cannot be copied whole.
+        console.print(session["loginUrl"], soft_wrap=True, highlight=False, markup=False)
+        console.print()
     if session.get("userCode"):
         console.print(f"[bold]Enter this code there:[/bold] {session['userCode']}")
     if session.get("instructions"):

@@ -45,6 +45,8 @@ def run(
             err.print(
                 f"\n[red]{escape(str(data.get('code')))}[/red]: {escape(str(data.get('message')))}"
             )
+        elif event == "done":
+            failed = failed or data.get("status") != "succeeded"
         elif event == "result":
             usage = data.get("usage") or {}
             tokens = f"{usage.get('inputTokens')} in / {usage.get('outputTokens')} out tokens"

@@ -20,12 +20,16 @@ console = Console()
 def ls(url: Url = None, token: Token = None) -> None:
     """All VMs the controller knows."""
     vms = Api.from_env(url, token).call("GET", "/api/vms")
-    table = Table("id", "role", "state", "origin", "user", "ready after")
-    for vm in vms if isinstance(vms, list) else vms.get("vms", []):
-        phases = vm.get("phases") or {}
-        total = sum(v for v in phases.values() if isinstance(v, int | float))
-        table.add_row(vm["id"], vm["role"], vm["state"], str(vm.get("origin")),
-                      str(vm.get("userId") or ""), f"{total:.2f} s" if total else "")  # fmt: skip
+    table = Table("id", "role", "state", "origin", "user", "ready after", "health")
+    for vm in vms["vms"]:
+        ready = (vm.get("phases") or {}).get("reached", {}).get("AGENT_READY")
+        health = vm.get("health") or {}
+        table.add_row(
+            vm["id"], vm["role"], vm["state"], str(vm.get("origin")), str(vm.get("userId") or ""),
+            f"{ready:.2f} s" if ready is not None else "",
+            "ok" if not health.get("consecutiveFailures") else str(health.get("lastError")),
+        )  # fmt: skip
+    console.print(f"backend: {vms.get('backend')}")
     console.print(table)
 
 
