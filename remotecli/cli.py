@@ -181,3 +181,7 @@ def main() -> None:
         # One place turns every library error into a message and an exit code.
         console.print(f"[red]error[/red] ({exc.code}): {escape(exc.message)}")
         raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":
+    main()
