@@ -15,7 +15,9 @@ USER, PASSWORD = next(iter(DEFAULT_USERS.items()))
 
 @pytest.fixture(scope="session")
 def oauth_server() -> Iterator[OAuthServer]:
-    with OAuthServer() as server:
+    # A short device-code polling interval: the default 5 s would make every
+    # Codex device login in the tests take 5 s.
+    with OAuthServer(device_interval=0.05) as server:
         yield server
 
 

@@ -3,7 +3,6 @@ message, and nothing half-written (no session, credential, user or VM left behin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -11,20 +10,9 @@ import httpx
 import pytest
 
 from remotecli.controller.models import VmState
-from remotecli.controller.settings import Settings
-from remotecli.testbed import OAuthServer, login
+from remotecli.testbed import login
 from tests.conftest import PASSWORD, USER
-from tests.controller import vm_harness
-from tests.controller.auth_support import Harness, answer_for, auth_controller
-
-state_dir = vm_harness.state_dir
-make_settings = vm_harness.make_settings
-
-
-@pytest.fixture
-def harness(make_settings: Callable[..., Settings], oauth_server: OAuthServer) -> Iterator[Harness]:
-    with auth_controller(make_settings(), oauth_server) as running:
-        yield running
+from tests.controller.auth_support import Harness, answer_for
 
 
 def error_of(response: httpx.Response) -> tuple[int, str]:

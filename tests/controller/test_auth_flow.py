@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from remotecli.controller import credentials
 from remotecli.controller.models import VmState
-from remotecli.controller.settings import Settings
 from remotecli.providers import get_provider
-from remotecli.testbed import OAuthServer
-from tests.controller import vm_harness
-from tests.controller.auth_support import EventReader, Harness, answer_for, auth_controller
+from tests.controller.auth_support import EventReader, Harness, answer_for
 
 ORDER = [
     "claiming_vm",
@@ -37,16 +33,6 @@ TOKEN_FILES = {
     "codex": (".codex/auth.json", ("tokens", "access_token"), "codex"),
     "gemini_cli": (".gemini/oauth_creds.json", ("access_token",), "gemini"),
 }
-
-
-state_dir = vm_harness.state_dir
-make_settings = vm_harness.make_settings
-
-
-@pytest.fixture
-def harness(make_settings: Callable[..., Settings], oauth_server: OAuthServer) -> Iterator[Harness]:
-    with auth_controller(make_settings(), oauth_server) as running:
-        yield running
 
 
 def _stored_files(harness: Harness, user_id: str, provider: str) -> tuple[int, dict[str, Any]]:

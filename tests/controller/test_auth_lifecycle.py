@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -14,7 +14,6 @@ from remotecli.controller.models import VmState
 from remotecli.controller.settings import Settings
 from remotecli.testbed import OAuthServer
 from remotecli.vmm.fake import FakeBackend, FakeFault
-from tests.controller import vm_harness
 from tests.controller.auth_support import (
     EventReader,
     Harness,
@@ -22,15 +21,6 @@ from tests.controller.auth_support import (
     auth_controller,
     crash_during_login,
 )
-
-state_dir = vm_harness.state_dir
-make_settings = vm_harness.make_settings
-
-
-@pytest.fixture
-def harness(make_settings: Callable[..., Settings], oauth_server: OAuthServer) -> Iterator[Harness]:
-    with auth_controller(make_settings(), oauth_server) as running:
-        yield running
 
 
 @pytest.mark.parametrize("provider", ["claude_code", "codex", "gemini_cli"])

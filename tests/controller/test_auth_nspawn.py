@@ -22,14 +22,10 @@ from remotecli.testbed import OAuthServer
 from remotecli.testbed.netns import listen_in_netns
 from remotecli.vmm import hostcheck
 from remotecli.vmm.nspawn import NspawnInstance
-from tests.controller import vm_harness
 from tests.controller.auth_support import answer_for, auth_controller
 
 #: A cold machine builds the test image (~1 min) inside this test.
 pytestmark = pytest.mark.timeout(900)
-
-state_dir = vm_harness.state_dir
-make_settings = vm_harness.make_settings
 
 
 @pytest.fixture

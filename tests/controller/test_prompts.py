@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from remotecli.controller.models import RunStatus
-from remotecli.controller.settings import Settings
-from remotecli.testbed import OAuthServer
 from tests.controller.prompt_support import (
     PROVIDERS,
     PromptWorld,
     names,
     only,
-    prompt_world,
-    quick_oauth_server,
-    short_state_dir,
     text_of,
 )
-
-
-@pytest.fixture(scope="module")
-def oauth_server() -> Iterator[OAuthServer]:
-    with quick_oauth_server() as server:
-        yield server
-
-
-@pytest.fixture
-def world(settings: Settings, oauth_server: OAuthServer) -> Iterator[PromptWorld]:
-    with short_state_dir(settings) as short, prompt_world(short, oauth_server) as running:
-        yield running
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

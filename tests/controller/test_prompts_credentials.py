@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -29,22 +29,9 @@ from tests.controller.prompt_support import (
     PromptWorld,
     only,
     prompt_world,
-    quick_oauth_server,
     read_sse,
     short_state_dir,
 )
-
-
-@pytest.fixture(scope="module")
-def oauth_server() -> Iterator[OAuthServer]:
-    with quick_oauth_server() as server:
-        yield server
-
-
-@pytest.fixture
-def world(settings: Settings, oauth_server: OAuthServer) -> Iterator[PromptWorld]:
-    with short_state_dir(settings) as short, prompt_world(short, oauth_server) as running:
-        yield running
 
 
 def refresh_token(world: PromptWorld, record: Credential) -> str:

@@ -22,11 +22,7 @@ from remotecli.controller.settings import Settings
 from remotecli.controller.vms import VmHandle
 from remotecli.errors import NotReady
 from remotecli.vmm.fake import FakeBackend, FakeFault
-from tests.controller import vm_harness
 from tests.controller.vm_harness import VmController, poll, vm_controller
-
-state_dir = vm_harness.state_dir
-make_settings = vm_harness.make_settings
 
 
 def pid_of(handle: VmHandle) -> int:

@@ -18,11 +18,7 @@ from remotecli.controller.runtime import (
 from remotecli.controller.settings import Settings
 from remotecli.errors import BackendUnavailable, ImageError
 from remotecli.vmm.hostcheck import BackendCheck
-from tests.controller import vm_harness
 from tests.controller.vm_harness import vm_controller
-
-state_dir = vm_harness.state_dir
-make_settings = vm_harness.make_settings
 
 
 def _error(response: httpx.Response) -> tuple[int, str]:

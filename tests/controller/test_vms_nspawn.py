@@ -18,10 +18,7 @@ from remotecli.controller.settings import Settings
 from remotecli.images.build import ensure_test_image
 from remotecli.vmm import hostcheck
 from remotecli.vmm.statedir import mounts_under
-from tests.controller import vm_harness
 from tests.controller.vm_harness import crash_controller, vm_controller
-
-state_dir = vm_harness.state_dir
 
 
 @pytest.fixture(scope="module")

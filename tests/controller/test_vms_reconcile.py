@@ -19,11 +19,7 @@ from pathlib import Path
 from remotecli.controller.models import VmRole
 from remotecli.controller.settings import Settings
 from remotecli.vmm.fake import FakeBackend
-from tests.controller import vm_harness
 from tests.controller.vm_harness import crash_controller, vm_controller
-
-state_dir = vm_harness.state_dir
-make_settings = vm_harness.make_settings
 
 
 def _alive(pid: int) -> bool:
