@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from remotecli.controller.context import AppContext
+from remotecli.controller.db import session_scope
 from remotecli.controller.security import Principal, authenticate
 
 
@@ -21,13 +22,9 @@ Context = Annotated[AppContext, Depends(get_context)]
 
 
 async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
-    async with context.sessions() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    """One transaction per request: committed when the route returns, rolled back on error."""
+    async with session_scope(context.sessions) as session:
+        yield session
 
 
 Session = Annotated[AsyncSession, Depends(get_session)]
