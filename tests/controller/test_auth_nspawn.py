@@ -11,8 +11,10 @@ tests/vmm/test_container_login.py. Skipped where nspawn cannot run
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from remotecli.controller import credentials
@@ -66,3 +68,74 @@ def test_a_claude_login_with_the_auth_vm_in_a_container(nspawn_settings: Setting
                 return str(json.loads(files[0].data())["claudeAiOauth"]["accessToken"])
 
         assert harness.call(stored()) in {t.access_token for t in server.issued_tokens("claude")}
+
+
+MODES = [
+    ("claude_code", "paste_code"),
+    ("codex", "localhost_callback"),
+    ("codex", "device_code"),
+    ("gemini_cli", "paste_code"),
+]
+
+
+def test_the_whole_flow_for_every_provider_and_mode_in_containers(
+    nspawn_settings: Settings,
+) -> None:
+    """The seed's 14 steps in the offline demo, as `REMOTECLI_DEMO=1 make up` runs them:
+    auth VMs and CLI VMs are containers of the golden image; then a prompt per provider."""
+    from remotecli.testbed import approve_device, login
+    from tests.conftest import PASSWORD, USER
+    from tests.controller.harness import run_controller
+
+    settings = nspawn_settings.model_copy(update={"demo": True, "warm_pool_auth": 1})
+    with run_controller(settings) as controller:
+        web = controller.client()
+        assert web.post("/api/users", json={"id": "ada"}).status_code == 201
+        for provider, mode in MODES:
+            started = web.post(
+                "/api/auth/start", json={"userId": "ada", "provider": provider, "mode": mode}
+            )
+            assert started.status_code == 201, started.text
+            session = started.json()
+            if mode == "device_code":
+                approve_device(session["loginUrl"], session["userCode"], USER, PASSWORD)
+                done = _wait_ended(web, session["id"])
+            else:
+                outcome = login(session["loginUrl"], USER, PASSWORD)
+                key = "callbackUrl" if mode == "localhost_callback" else "code"
+                value = outcome.redirect_url if key == "callbackUrl" else outcome.pasted
+                done = web.post(
+                    f"/api/auth/sessions/{session['id']}/code", json={key: value}
+                ).json()
+            assert done["phase"] == "authenticated", (provider, mode, done)
+            vm = web.get(f"/api/vms/{session['vmId']}").json()
+            assert vm["state"] == "stopped", vm
+
+        states = {c["provider"]: c["state"] for c in web.get("/api/users/ada/credentials").json()}
+        assert states == dict.fromkeys(["claude_code", "codex", "gemini_cli"], "connected")
+        for provider in ("claude_code", "codex", "gemini_cli"):
+            text = ""
+            with web.stream(
+                "POST", "/api/prompts", json={"userId": "ada", "provider": provider, "prompt": "hi"}
+            ) as response:
+                assert response.status_code == 200, response.read()
+                event = None
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        event = line.removeprefix("event: ")
+                    elif line.startswith("data: ") and event == "text":
+                        data = json.loads(line.removeprefix("data: "))
+                        text += "" if data.get("thinking") else data["text"]
+            assert text == "You said: hi", (provider, text)
+        cli_vms = [v for v in web.get("/api/vms").json()["vms"] if v["role"] == "cli"]
+        assert [v["userId"] for v in cli_vms] == ["ada"]
+
+
+def _wait_ended(web: httpx.Client, session_id: str) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        session: dict[str, object] = web.get(f"/api/auth/sessions/{session_id}").json()
+        if session["ended"]:
+            return session
+        time.sleep(0.1)
+    raise AssertionError(f"login {session_id} did not end within 60 s")
