@@ -64,7 +64,9 @@ def doctor() -> None:
     out.print(f"[yellow]{hostcheck.NSPAWN_ISOLATION_NOTE}[/yellow]")
 
 
-image_app = typer.Typer(help="Build the golden image VMs and containers boot from.")
+image_app = typer.Typer(
+    help="Build the golden image VMs and containers boot from.", no_args_is_help=True
+)
 app.add_typer(image_app, name="image")
 
 

@@ -10,8 +10,8 @@ from rich.console import Console
 from remotecli.commands.api import Api
 from remotecli.commands.options import Token, Url
 
-users = typer.Typer(help="Users of the platform (admin).")
-tokens = typer.Typer(help="API tokens (admin).")
+users = typer.Typer(help="Users of the platform (admin).", no_args_is_help=True)
+tokens = typer.Typer(help="API tokens (admin).", no_args_is_help=True)
 console = Console(stderr=True)
 
 

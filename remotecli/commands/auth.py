@@ -11,7 +11,9 @@ from rich.markup import escape
 from remotecli.commands.api import Api, ApiError
 from remotecli.commands.options import Token, Url
 
-app = typer.Typer(help="Connect a user's CLI account (OAuth login or API key).")
+app = typer.Typer(
+    help="Connect a user's CLI account (OAuth login or API key).", no_args_is_help=True
+)
 console = Console(stderr=True)
 
 ENDED = ("authenticated", "failed", "cancelled", "expired")

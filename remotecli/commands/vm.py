@@ -12,7 +12,7 @@ from rich.table import Table
 from remotecli.commands.api import Api
 from remotecli.commands.options import Token, Url
 
-app = typer.Typer(help="List, inspect and remove VMs (admin).")
+app = typer.Typer(help="List, inspect and remove VMs (admin).", no_args_is_help=True)
 console = Console()
 
 
