@@ -1,4 +1,4 @@
-"""The host side's client of the in-VM agent (over the instance's Unix socket).
+"""The host side's client of the in-VM agent (over the instance's ``AgentEndpoint``).
 
 Agent errors arrive as ``{"code", "message"}`` JSON; they become
 ``AgentRequestError`` with the same code, so callers branch on codes, never
@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from remotecli.errors import RemoteCliError
+from remotecli.vmm.endpoint import BASE_URL, AgentEndpoint
 
 
 class AgentUnreachable(RemoteCliError):
@@ -33,11 +34,14 @@ class AgentRequestError(RemoteCliError):
 
 
 class AgentClient:
-    def __init__(self, socket: Path, token: str, *, timeout: float = 30.0) -> None:
-        self._socket = socket
+    def __init__(
+        self, endpoint: AgentEndpoint | Path, token: str, *, timeout: float = 30.0
+    ) -> None:
+        self.endpoint = AgentEndpoint.unix(endpoint) if isinstance(endpoint, Path) else endpoint
+        self._socket = self.endpoint.describe()
         self._client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(socket)),
-            base_url="http://agent",
+            transport=self.endpoint.transport(),
+            base_url=BASE_URL,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
         )

@@ -160,7 +160,7 @@ class VmLifecycle:
                 await prepare(instance)
             if ticket.doomed is not None:
                 raise Doomed(ticket.doomed)
-            agent = AgentClient(instance.agent_socket, token)
+            agent = AgentClient(instance.agent_endpoint, token)
             handle = VmHandle(
                 vm_id=vm_id, role=role, origin=origin, instance=instance, agent=agent,
                 readiness=ready, user_id=user_id,

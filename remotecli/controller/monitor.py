@@ -67,7 +67,7 @@ class HealthMonitor:
     async def check_once(self) -> None:
         handles = self.manager.handles()
         probes = await asyncio.gather(
-            *(probe_health(h.instance.agent_socket, self.probe_timeout) for h in handles)
+            *(probe_health(h.instance.agent_endpoint, self.probe_timeout) for h in handles)
         )
         passed = []
         for handle, probe in zip(handles, probes, strict=True):

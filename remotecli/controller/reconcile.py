@@ -37,6 +37,7 @@ from remotecli.vmm.base import (
     Readiness,
     UnitState,
 )
+from remotecli.vmm.endpoint import AgentEndpoint
 
 if TYPE_CHECKING:
     from remotecli.controller.vms import VmHandle, VmManager
@@ -82,9 +83,16 @@ class AdoptedInstance:
         self.state = InstanceState.READY
         self.readiness = ready
         directory = statedir.StateDir(root / spec.instance_id)
-        self.agent_socket = directory.socket
+        meta = directory.read_meta()
+        # VM backends record where their agent listens; containers use the run dir's socket.
+        recorded = meta.get("agent_endpoint")
+        self.agent_endpoint = (
+            AgentEndpoint.from_json(recorded)
+            if isinstance(recorded, dict)
+            else AgentEndpoint.unix(directory.socket)
+        )
         self.console_path = directory.console
-        pid = directory.read_meta().get("pid")
+        pid = meta.get("pid")
         self.pid: int | None = pid if isinstance(pid, int) else None
 
     async def start(self) -> None:
@@ -175,10 +183,10 @@ async def _adopt(manager: VmManager, row: Vm, instance_id: str) -> VmHandle | st
         agent_env=manager.agent_env, deadlines=manager.deadlines,
     )  # fmt: skip
     instance = AdoptedInstance(backend, spec, backend.state_root, readiness_of(row))
-    probe = await readiness_mod.probe_health(instance.agent_socket, ADOPT_TIMEOUT)
+    probe = await readiness_mod.probe_health(instance.agent_endpoint, ADOPT_TIMEOUT)
     if not probe.ok:
         return f"its agent does not answer GET /health ({probe.detail})"
-    agent = AgentClient(instance.agent_socket, token, timeout=ADOPT_TIMEOUT)
+    agent = AgentClient(instance.agent_endpoint, token, timeout=ADOPT_TIMEOUT)
     try:
         # An authenticated call: the agent behind the socket is the one the token was made for.
         await agent.request("GET", "/sessions")
@@ -193,7 +201,7 @@ async def _adopt(manager: VmManager, row: Vm, instance_id: str) -> VmHandle | st
     ago = max(0.0, (now_wall - last_used).total_seconds())
     handle = VmHandle(
         vm_id=row.id, role=VmRole(row.role), origin=row.origin, instance=instance,
-        agent=AgentClient(instance.agent_socket, token), readiness=instance.readiness,
+        agent=AgentClient(instance.agent_endpoint, token), readiness=instance.readiness,
         user_id=row.user_id, state=state, last_used=now - ago,
         claimed_at=now - ago if state is VmState.CLAIMED else None,
     )  # fmt: skip

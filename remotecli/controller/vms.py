@@ -314,7 +314,7 @@ class VmManager:
                 continue
             handle.state = VmState.CLAIMED  # before any await: no second claim takes it
             try:
-                probe = await readiness_mod.probe_health(handle.instance.agent_socket, 2.0)
+                probe = await readiness_mod.probe_health(handle.instance.agent_endpoint, 2.0)
             except BaseException:  # the claimer was cancelled: the VM goes back, unused
                 handle.state = VmState.READY
                 self._pool[role].appendleft(vm_id)

@@ -160,7 +160,7 @@ async def validate(
             report.not_ready = exc
             report.readiness = instance.readiness
             return report
-        async with AgentClient(instance.agent_socket, token) as agent:
+        async with AgentClient(instance.agent_endpoint, token) as agent:
             health = await agent.health()
             diagnostics = await agent.diagnostics()
         report.checks = evaluate(report.readiness, health, diagnostics, expected_clis)

@@ -7,7 +7,7 @@ containers), ``fake.py`` (in-process, for control-plane tests); later
 
 An instance's life: ``backend.create(spec)`` → ``await instance.start()`` →
 ``await instance.wait_ready()`` (phased, raising ``NotReady`` with evidence)
-→ talk to the agent through ``instance.agent_socket`` → ``await
+→ talk to the agent through ``instance.agent_endpoint`` → ``await
 instance.destroy()`` (idempotent, verified: nothing left behind).
 """
 
@@ -17,7 +17,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from remotecli.vmm.endpoint import AgentEndpoint
 
 
 class Phase(enum.StrEnum):
@@ -150,9 +153,9 @@ class Instance(Protocol):
     spec: InstanceSpec
     state: InstanceState
     readiness: Readiness
-    #: Host path of the Unix socket that reaches the agent (for VMs: the
-    #: vsock proxy socket).
-    agent_socket: Path
+    #: Where the host reaches the agent: a Unix socket (containers), TCP
+    #: (QEMU's hostfwd) or Firecracker's vsock socket (see endpoint.py).
+    agent_endpoint: AgentEndpoint
     #: Host path of the console log, captured from the first byte.
     console_path: Path
 

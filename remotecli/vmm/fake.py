@@ -33,6 +33,7 @@ from remotecli.errors import VmError
 from remotecli.images import layout
 from remotecli.vmm import readiness, statedir
 from remotecli.vmm.base import InstanceSpec, InstanceState, Phase, Readiness, UnitState
+from remotecli.vmm.endpoint import AgentEndpoint
 
 SKIPPED = {
     Phase.KERNEL_BOOTED: "the fake backend runs the agent as a host process: no kernel",
@@ -114,6 +115,7 @@ class FakeInstance:
         self.readiness = Readiness()
         self.dir = statedir.StateDir(backend.state_root / spec.instance_id)
         self.agent_socket = self.dir.socket
+        self.agent_endpoint = AgentEndpoint.unix(self.agent_socket)
         self.console_path = self.dir.console
         self.pid: int | None = None
         self.started_at = 0.0

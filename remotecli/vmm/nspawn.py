@@ -45,6 +45,7 @@ from remotecli.images import layout
 from remotecli.vmm import readiness, statedir
 from remotecli.vmm.base import InstanceSpec, InstanceState, Phase, Readiness, UnitState
 from remotecli.vmm.cgroups import InstanceCgroup
+from remotecli.vmm.endpoint import AgentEndpoint
 from remotecli.vmm.inspect import gather_unit_state
 
 STATE_ROOT = Path("/run/remotecli/instances")
@@ -110,6 +111,7 @@ class NspawnInstance:
         self.machine = MACHINE_PREFIX + spec.instance_id
         self.cgroup = InstanceCgroup.on_this_host(self.machine)
         self.agent_socket = self.dir.socket
+        self.agent_endpoint = AgentEndpoint.unix(self.agent_socket)
         self.console_path = self.dir.console
         self.pid: int | None = None
         #: Only a cgroup we made (or adopted in reap) is ever killed or removed.

@@ -31,6 +31,7 @@ from remotecli.errors import NotReady
 from remotecli.images import layout
 from remotecli.vmm import diagnose
 from remotecli.vmm.base import PHASES, InstanceSpec, Phase, Readiness, UnitState
+from remotecli.vmm.endpoint import AgentEndpoint
 
 #: Console markers per phase; a backend adds its own VMM_STARTED marker.
 DEFAULT_MARKERS: Mapping[Phase, tuple[str, ...]] = {
@@ -123,13 +124,22 @@ def seed_health_ok(body: Any) -> bool:
     )
 
 
-async def probe_health(socket: Path, timeout: float = 1.0) -> HealthProbe:
-    """One ``GET /health`` over the agent's Unix socket (stdlib only, Connection: close)."""
+async def probe_health(
+    endpoint: AgentEndpoint | Path, timeout: float = 1.0, *, token: str | None = None
+) -> HealthProbe:
+    """One ``GET /health`` to the agent (a raw request, ``Connection: close``).
+
+    ``token``: send it as the bearer (the agent's /health needs none; an
+    identity check after a restore does).
+    """
+    socket = AgentEndpoint.unix(endpoint) if isinstance(endpoint, Path) else endpoint
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_unix_connection(str(socket))
+            reader, writer = await socket.open_connection()
             try:
-                writer.write(b"GET /health HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+                request = f"GET /health HTTP/1.1\r\nHost: agent\r\n{auth}Connection: close\r\n\r\n"
+                writer.write(request.encode())
                 await writer.drain()
                 raw = await reader.read()
             finally:
@@ -161,7 +171,7 @@ class Watched(Protocol):
 
     spec: InstanceSpec
     console_path: Path
-    agent_socket: Path
+    agent_endpoint: AgentEndpoint
 
     def exit_code(self) -> int | None:
         """The launcher's exit code once it has exited, else None."""
@@ -170,7 +180,7 @@ class Watched(Protocol):
     async def unit_state(self) -> UnitState | None: ...
 
 
-HealthProber = Callable[[Path], Awaitable[HealthProbe]]
+HealthProber = Callable[[AgentEndpoint], Awaitable[HealthProbe]]
 
 
 async def wait_ready(
@@ -219,7 +229,7 @@ async def wait_ready(
             phase is Phase.AGENT_LISTENING and time.monotonic() >= next_probe
         ):
             next_probe = time.monotonic() + EARLY_PROBE_SECONDS
-            last_probe = await prober(target.agent_socket)
+            last_probe = await prober(target.agent_endpoint)
             if last_probe.ok:
                 _reach(readiness, todo, Phase.AGENT_READY, now())
         while todo and todo[0] in readiness.reached:

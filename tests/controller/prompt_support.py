@@ -86,7 +86,7 @@ class PromptWorld:
         handle = self.vm(vm_id)
         assert handle is not None, f"no VM {vm_id}"
         return httpx.Client(
-            transport=httpx.HTTPTransport(uds=str(handle.instance.agent_socket)),
+            transport=httpx.HTTPTransport(uds=str(handle.instance.agent_endpoint.path)),
             base_url="http://agent",
             headers={"Authorization": f"Bearer {handle.instance.spec.agent_token}"},
             timeout=30,

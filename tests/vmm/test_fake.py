@@ -31,7 +31,7 @@ async def test_real_agent_reaches_ready_with_the_vm_phases_skipped(fake_lab: Lab
         Phase.AGENT_READY,
     ]
     assert instance.readiness.skipped == SKIPPED
-    transport = httpx.AsyncHTTPTransport(uds=str(instance.agent_socket))
+    transport = instance.agent_endpoint.transport()
     headers = {"Authorization": f"Bearer {instance.spec.agent_token}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
         assert (await client.get("/health")).json()["status"] == "ok"
@@ -40,7 +40,7 @@ async def test_real_agent_reaches_ready_with_the_vm_phases_skipped(fake_lab: Lab
 
 async def test_agent_runs_the_test_beds_fake_clis(fake_lab: Lab, oauth_server: OAuthServer) -> None:
     instance = await fake_lab.boot("fake-clis", agent_env={TESTBED_URL_ENV: oauth_server.url})
-    transport = httpx.AsyncHTTPTransport(uds=str(instance.agent_socket))
+    transport = instance.agent_endpoint.transport()
     headers = {"Authorization": f"Bearer {instance.spec.agent_token}"}
     async with httpx.AsyncClient(
         transport=transport, base_url="http://agent", headers=headers, timeout=30

@@ -65,7 +65,7 @@ async def test_boots_to_agent_ready_with_phase_timings(lab: Lab) -> None:
 
 async def test_agent_answers_the_seeds_health_json_over_the_bound_socket(lab: Lab) -> None:
     instance = await lab.boot("health")
-    transport = httpx.AsyncHTTPTransport(uds=str(instance.agent_socket))
+    transport = instance.agent_endpoint.transport()
     async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
         health = await client.get("/health")
         anonymous = await client.get("/sessions")
@@ -131,7 +131,7 @@ async def test_ten_at_once_all_healthy_then_nothing_left(lab: Lab) -> None:
     instances = await asyncio.gather(*(lab.start(spec) for spec in specs))
     await asyncio.gather(*(i.wait_ready() for i in instances))
 
-    probes = await asyncio.gather(*(probe_health(i.agent_socket) for i in instances))
+    probes = await asyncio.gather(*(probe_health(i.agent_endpoint) for i in instances))
     assert [p.ok for p in probes] == [True] * 10
 
     await asyncio.gather(*(i.destroy() for i in instances))

@@ -16,6 +16,7 @@ import pytest
 
 from remotecli.errors import NotReady
 from remotecli.vmm.base import Deadlines, InstanceSpec, Phase, UnitState
+from remotecli.vmm.endpoint import AgentEndpoint
 from remotecli.vmm.readiness import (
     DEFAULT_MARKERS,
     ConsoleFollower,
@@ -41,6 +42,7 @@ class ScriptedInstance:
         self.console_path = tmp / "console.log"
         self.console_path.write_bytes(b"")
         self.agent_socket = tmp / "agent.sock"
+        self.agent_endpoint = AgentEndpoint.unix(self.agent_socket)
         self.exited: int | None = None
 
     def say(self, *lines: str) -> None:
