@@ -95,6 +95,7 @@ def run_agent(
     env: Mapping[str, str] | None = None,
     tcp: bool = False,
     extra_args: tuple[str, ...] = (),
+    wrapper: tuple[str, ...] = (),
 ) -> Iterator[RunningAgent]:
     root = copy_agent(tmp / "image")
     token = secrets.token_urlsafe(24)
@@ -103,6 +104,7 @@ def run_agent(
     token_file.chmod(0o600)
     home, workspace, sock = tmp / "home", tmp / "home" / "workspace", tmp / "run" / "agent.sock"
     argv = [
+        *wrapper,
         sys.executable, "-S", "-E", "-m", "remotecli.agent",
         "--token-file", str(token_file),
         "--unix", str(sock),

@@ -15,10 +15,16 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from remotecli import __version__
-from remotecli.agent import diagnostics
+from remotecli.agent import diagnostics, identity, log
 from remotecli.agent.config import AgentConfig
 from remotecli.agent.credentials import CredentialStore
-from remotecli.agent.errors import BadRequest, MethodNotAllowed, NotFound, Unauthorized
+from remotecli.agent.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    UpstreamFailed,
+)
 from remotecli.agent.http import Request, Response, StreamingResponse
 from remotecli.agent.logins import LoginManager, LoginSession, Phase
 from remotecli.agent.runs import PromptRun, RunManager
@@ -37,6 +43,8 @@ class AgentApp:
         self.store = CredentialStore(config.home, config.run_as)
         self.logins = LoginManager(config, self.store)
         self.runs = RunManager()
+        #: The VM token; POST /identity replaces it (a clone of a golden snapshot).
+        self.token = config.token
         self._routes: list[tuple[str, re.Pattern[str], Route, bool]] = []
         r = self._route
         r("GET", r"/health", self.health, public=True)
@@ -53,6 +61,7 @@ class AgentApp:
         r("GET", r"/prompts", self.list_runs)
         r("DELETE", r"/prompts/(?P<id>[^/]+)", self.cancel_run)
         r("GET", r"/diagnostics", self.diagnostics)
+        r("POST", r"/identity", self.set_identity)
 
     def _route(self, method: str, pattern: str, handler: Route, *, public: bool = False) -> None:
         self._routes.append((method, re.compile(pattern + r"/?"), handler, public))
@@ -85,7 +94,7 @@ class AgentApp:
             raise Unauthorized(
                 "missing 'Authorization: Bearer <VM token>' header", code="token_required"
             )
-        if not hmac.compare_digest(token.strip().encode(), self.config.token.encode()):
+        if not hmac.compare_digest(token.strip().encode(), self.token.encode()):
             raise Unauthorized("the VM token is wrong", code="invalid_token")
 
     # -- seed endpoints --------------------------------------------------------
@@ -247,6 +256,23 @@ class AgentApp:
 
     async def diagnostics(self, request: Request, match: re.Match[str]) -> Response:
         return Response(body=await diagnostics.collect(self.config))
+
+    async def set_identity(self, request: Request, match: re.Match[str]) -> Response:
+        """A restored clone becomes itself: new token, hostname, entropy, clock (identity.py)."""
+        new = identity.parse(request.json())
+        try:
+            done = identity.apply(
+                new, machine=self.config.machine_identity, token_file=self.config.token_file
+            )
+        except OSError as exc:
+            raise UpstreamFailed(
+                f"could not apply the new identity: {exc.strerror or exc}; the old token "
+                "still works, retry or destroy this VM",
+                code="identity_failed",
+            ) from exc
+        self.token = new.token
+        log.log("agent.identity", hostname=done["hostname"], applied=sorted(done["applied"]))
+        return Response(body=done)
 
     async def shutdown(self) -> None:
         self.runs.cancel_all()

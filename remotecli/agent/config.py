@@ -47,6 +47,10 @@ class AgentConfig:
     tcp_port: int | None = DEFAULT_PORT
     vsock_port: int | None = DEFAULT_PORT
     unix_socket: Path | None = None
+    #: Where the token came from; POST /identity writes a new one there.
+    token_file: Path | None = None
+    #: POST /identity may set the hostname and clock and credit entropy (VMs only).
+    machine_identity: bool = False
     path: str = DEFAULT_PATH
     pass_env: tuple[str, ...] = DEFAULT_PASS_ENV
     environ: Mapping[str, str] = field(default_factory=dict)
@@ -101,6 +105,11 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> AgentConfig:
     )
     parser.add_argument("--unix", type=Path, help="also listen on this Unix socket")
     parser.add_argument(
+        "--machine-identity",
+        action="store_true",
+        help="let POST /identity set this machine's hostname and clock (VM backends pass it)",
+    )
+    parser.add_argument(
         "--home", type=Path, help="HOME of the CLIs (default: --run-as's home, else $HOME)"
     )
     parser.add_argument(
@@ -152,6 +161,8 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> AgentConfig:
         tcp_port=_host_port(args.tcp)[1] if args.tcp != "off" else None,
         vsock_port=None if args.vsock == "off" else _port(args.vsock, "--vsock"),
         unix_socket=args.unix,
+        token_file=args.token_file,
+        machine_identity=args.machine_identity,
         path=path,
         environ=dict(environ),
         login_deadline_cap=args.login_deadline,

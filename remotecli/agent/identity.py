@@ -1,0 +1,135 @@
+"""``POST /identity``: a VM restored from a golden snapshot becomes itself.
+
+Every clone of a snapshot wakes up as the same machine: the same VM token
+(the golden one), hostname, random pool and a clock stopped at the moment
+of the snapshot. Before the controller hands a clone to a user it calls::
+
+    POST /identity  (with the golden token)
+    {"token": "<this VM's own token>", "hostname": "rcli-3f2a...",
+     "entropy": "<base64, >= 32 bytes>", "time": 1796000000.25}
+
+and the agent, all checks first so nothing is half-applied:
+
+- mixes ``entropy`` into the kernel's pool (RNDADDENTROPY, credited, when
+  root; else a write to /dev/urandom, mixed but not credited), so two
+  clones never share their next random numbers;
+- steps the clock to ``time`` (when root) — a restored guest's clock is
+  where the golden VM's stopped;
+- sets the hostname;
+- replaces its token, in memory and in the token file (atomically), so the
+  golden token stops working here at once.
+
+The machine-wide changes (hostname, clock, entropy credit) happen only with
+``--machine-identity``, which the VM backends pass: an agent started by a
+test on a developer's machine must never rename that machine. Without it
+the token still rotates and the answer says what was not applied and why.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import os
+import re
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from remotecli.agent.errors import BadRequest
+
+MIN_TOKEN = 16
+MIN_ENTROPY_BYTES = 32
+MAX_ENTROPY_BYTES = 512
+#: _IOW('R', 0x03, int[2]) from <linux/random.h>.
+RNDADDENTROPY = 0x40085203
+HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: it travels in a header
+
+
+@dataclass(frozen=True)
+class NewIdentity:
+    token: str
+    hostname: str
+    entropy: bytes
+    time: float | None
+
+
+def parse(body: dict[str, Any]) -> NewIdentity:
+    unknown = set(body) - {"token", "hostname", "entropy", "time"}
+    if unknown:
+        raise BadRequest(f"unknown fields: {', '.join(sorted(unknown))}", code="invalid_body")
+    token = body.get("token")
+    if not isinstance(token, str) or len(token) < MIN_TOKEN or not TOKEN.fullmatch(token):
+        raise BadRequest(
+            f"'token' must be at least {MIN_TOKEN} printable characters without spaces",
+            code="invalid_token_value",
+        )
+    hostname = body.get("hostname")
+    if not isinstance(hostname, str) or not HOSTNAME.fullmatch(hostname):
+        raise BadRequest(
+            "'hostname' must be one DNS label: a-z, 0-9 and '-', at most 63 characters",
+            code="invalid_hostname",
+        )
+    raw = body.get("entropy")
+    try:
+        entropy = base64.b64decode(raw, validate=True) if isinstance(raw, str) else b""
+    except (binascii.Error, ValueError):
+        entropy = b""
+    if not MIN_ENTROPY_BYTES <= len(entropy) <= MAX_ENTROPY_BYTES:
+        raise BadRequest(
+            f"'entropy' must be base64 of {MIN_ENTROPY_BYTES} to {MAX_ENTROPY_BYTES} random bytes",
+            code="invalid_entropy",
+        )
+    when = body.get("time")
+    if when is not None and (isinstance(when, bool) or not isinstance(when, int | float)):
+        raise BadRequest("'time' must be seconds since the epoch", code="invalid_body")
+    return NewIdentity(token, hostname, entropy, float(when) if when is not None else None)
+
+
+def apply(new: NewIdentity, *, machine: bool, token_file: Path | None) -> dict[str, Any]:
+    """Apply what this agent may; return what was done (never the token or the entropy)."""
+    applied: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    is_root = os.geteuid() == 0
+    if machine and is_root:
+        _credit_entropy(new.entropy)
+        applied["entropy"] = "credited"
+    else:
+        with open("/dev/urandom", "wb") as pool:
+            pool.write(new.entropy)
+        applied["entropy"] = "mixed"
+    if not machine:
+        why = "the agent runs without --machine-identity (not a VM of ours)"
+        skipped.update(hostname=why, time=why)
+    elif not is_root:
+        skipped.update(hostname="the agent is not root", time="the agent is not root")
+    else:
+        socket.sethostname(new.hostname)
+        applied["hostname"] = new.hostname
+        if new.time is not None:
+            before = time.time()
+            time.clock_settime(time.CLOCK_REALTIME, new.time)
+            applied["clockStep"] = round(new.time - before, 3)
+    if token_file is not None:
+        tmp = token_file.with_name(f".{token_file.name}.new")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new.token + "\n")
+        tmp.replace(token_file)
+    applied["token"] = "rotated"  # noqa: S105 - a status word, not a secret
+    return {"applied": applied, "skipped": skipped, "hostname": socket.gethostname()}
+
+
+def _credit_entropy(data: bytes) -> None:
+    """Add ``data`` to the pool and credit it (struct rand_pool_info: count in bits, size)."""
+    words = data + b"\0" * (-len(data) % 4)
+    info = struct.pack("ii", len(data) * 8, len(data)) + words
+    fd = os.open("/dev/random", os.O_WRONLY)
+    try:
+        fcntl.ioctl(fd, RNDADDENTROPY, info)
+    finally:
+        os.close(fd)
