@@ -17,23 +17,38 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from remotecli.vmm.endpoint import AgentEndpoint
 
 
 class Phase(enum.StrEnum):
-    """Readiness phases, in order. Each is timed; a container skips KERNEL_BOOTED."""
+    """Readiness phases, in order. Each is timed; a container skips KERNEL_BOOTED.
+
+    A cold boot goes through ``PHASES``; a restore from a golden snapshot
+    through ``RESTORE_PHASES`` (its guest never boots: it wakes up).
+    """
 
     VMM_STARTED = "VMM_STARTED"  # the VMM / container manager process runs
+    #: Restores only: the snapshot's memory and devices are loaded and the guest runs.
+    STATE_RESTORED = "STATE_RESTORED"
     KERNEL_BOOTED = "KERNEL_BOOTED"  # the guest kernel printed its banner
     INIT_STARTED = "INIT_STARTED"  # systemd runs as PID 1
     AGENT_LISTENING = "AGENT_LISTENING"  # the agent printed its listening marker
     AGENT_READY = "AGENT_READY"  # GET /health answered 200 with the seed's JSON
 
 
-PHASES: tuple[Phase, ...] = tuple(Phase)
+#: A cold boot's phases, in order.
+PHASES: tuple[Phase, ...] = tuple(p for p in Phase if p is not Phase.STATE_RESTORED)
+#: A restore's phases; AGENT_READY includes the clone's new identity (identity refresh).
+RESTORE_PHASES: tuple[Phase, ...] = (Phase.VMM_STARTED, Phase.STATE_RESTORED, Phase.AGENT_READY)
+#: What a restore skips, and why.
+RESTORE_SKIPPED: Mapping[Phase, str] = {
+    p: "restored from a golden snapshot: the guest wakes up instead of booting"
+    for p in PHASES
+    if p not in RESTORE_PHASES
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,7 @@ class Deadlines:
     per_phase: Mapping[Phase, float] = field(
         default_factory=lambda: {
             Phase.VMM_STARTED: 5.0,
+            Phase.STATE_RESTORED: 10.0,
             Phase.KERNEL_BOOTED: 30.0,
             Phase.INIT_STARTED: 30.0,
             Phase.AGENT_LISTENING: 30.0,
@@ -51,6 +67,8 @@ class Deadlines:
     )
 
     def __getitem__(self, phase: Phase) -> float:
+        if phase not in self.per_phase and phase is Phase.STATE_RESTORED:
+            return 10.0  # deadlines written before restores existed
         return self.per_phase[phase]
 
     def scaled(self, factor: float) -> Deadlines:
@@ -69,14 +87,14 @@ class Readiness:
 
     @property
     def last(self) -> Phase | None:
-        done = [p for p in PHASES if p in self.reached]
+        done = [p for p in Phase if p in self.reached]
         return done[-1] if done else None
 
     def durations(self) -> dict[str, float]:
         """Seconds spent in each phase (from the previous reached phase)."""
         out: dict[str, float] = {}
         previous = 0.0
-        for phase in PHASES:
+        for phase in Phase:
             if phase in self.reached:
                 out[phase.value] = round(self.reached[phase] - previous, 3)
                 previous = self.reached[phase]
@@ -190,4 +208,42 @@ class Backend(Protocol):
 
     async def reap(self, instance_id: str) -> None:
         """Destroy an instance found running without a handle (after a restart)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A golden snapshot: the image booted once to AGENT_READY, paused and saved.
+
+    ``directory`` holds the backend's files (memory, device state, the disk
+    as it was) and ``snapshot.json`` (mode 0600: it carries the golden
+    token). Clones restore from it; each gets its own copy-on-write disk and,
+    before use, its own identity (``vmm/restore.py``).
+    """
+
+    backend: str
+    directory: Path
+    #: The rootfs directory the golden VM booted (the image the clones run).
+    image: Path
+    #: The token the snapshotted agent accepts until a clone's identity is refreshed.
+    golden_token: str
+    #: Seconds per phase of the golden VM's cold boot (the cost a restore saves).
+    boot_phases: Mapping[str, float] = field(default_factory=dict)
+    #: Backend-specific facts (file names, the VMM's version, the memory size).
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class SnapshotBackend(Backend, Protocol):
+    """A backend that can save a running instance and start clones of it."""
+
+    async def create_snapshot(self, spec: InstanceSpec, directory: Path) -> Snapshot:
+        """Boot ``spec`` cold to AGENT_READY, save it into ``directory`` (new), destroy it.
+
+        ``spec.agent_token`` becomes the snapshot's golden token.
+        """
+        ...
+
+    def restore(self, spec: InstanceSpec, snapshot: Snapshot) -> Instance:
+        """An instance that ``start()`` restores from ``snapshot``; ``wait_ready()`` follows
+        ``RESTORE_PHASES`` and hands the agent ``spec.agent_token`` (identity refresh)."""
         ...
