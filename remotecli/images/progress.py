@@ -19,7 +19,7 @@ from remotecli.errors import ImageError, RemoteCliError
 
 
 class Stage(enum.StrEnum):
-    """In build order. The first two make the cached Debian base."""
+    """In build order. The first two make the cached Debian base; VM_* the VM artifacts."""
 
     DEBOOTSTRAP = "debootstrap"
     RUNTIME_PACKAGES = "runtime packages"
@@ -31,6 +31,11 @@ class Stage(enum.StrEnum):
     CLIS = "clis"
     FIRST_BOOT = "first boot"
     SEAL = "seal"
+    # VM artifacts of a built image (vm.py)
+    VM_KERNEL = "vm kernel"
+    VM_INITRAMFS = "vm initramfs"
+    VM_DISK = "vm disk"
+    VM_SEAL = "vm seal"
 
 
 class BuildProgress(Protocol):

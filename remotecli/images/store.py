@@ -27,9 +27,10 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -288,3 +289,23 @@ async def build_lock(
 def _open_lock(cache: Path) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     return os.open(cache / ".build.lock", os.O_RDWR | os.O_CREAT, 0o644)
+
+
+@contextlib.contextmanager
+def staged(final: Path) -> Iterator[Path]:
+    """A fresh directory beside ``final`` (same filesystem) that becomes ``final`` when the
+    body returns, and is removed when it raises: readers see nothing or the whole result.
+
+    Call with the build lock held.
+    """
+    from remotecli.images.chroot import remove_tree  # chroot.py needs nothing of ours
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{TMP_PREFIX}{final.name}-{secrets.token_hex(4)}")
+    tmp.mkdir(mode=0o755)
+    try:
+        yield tmp
+        tmp.rename(final)
+    except BaseException:
+        remove_tree(tmp)
+        raise
