@@ -12,6 +12,14 @@ controller must handle are simulated on request::
 
 ``-S -E`` keep the agent honest: no site-packages, no PYTHON* variables, as
 on the image's bare python3.
+
+``FakeBackend(..., snapshots=True)`` follows the snapshot contract
+(``base.SnapshotBackend``) for the controller's restore path: a "snapshot"
+records the golden token and environment, and a "restore" starts a fresh
+agent process that holds the golden token, as a restored VM's agent would.
+The clone then gets its own identity through the real ``POST /identity``
+(``restore.wait_restored``). No memory is saved or restored: what this
+exercises is the control plane, not the VMM.
 """
 
 from __future__ import annotations
@@ -31,8 +39,15 @@ import remotecli
 from remotecli import proc
 from remotecli.errors import VmError
 from remotecli.images import layout
-from remotecli.vmm import readiness, statedir
-from remotecli.vmm.base import InstanceSpec, InstanceState, Phase, Readiness, UnitState
+from remotecli.vmm import readiness, restore, statedir
+from remotecli.vmm.base import (
+    InstanceSpec,
+    InstanceState,
+    Phase,
+    Readiness,
+    Snapshot,
+    UnitState,
+)
 from remotecli.vmm.endpoint import AgentEndpoint
 
 SKIPPED = {
@@ -77,8 +92,10 @@ class FakeBackend:
         cli_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         fault: FakeFault = FakeFault.NONE,
+        snapshots: bool = False,
     ) -> None:
         self.state_root = state_root
+        self.supports_snapshots = snapshots
         self.cli_path = cli_path
         self.env = dict(env or {})
         self.default_fault = fault
@@ -92,6 +109,29 @@ class FakeBackend:
         statedir.check_id(spec.instance_id)
         fault = self._next_faults.popleft() if self._next_faults else self.default_fault
         return FakeInstance(self, spec, fault)
+
+    async def create_snapshot(self, spec: InstanceSpec, directory: Path) -> Snapshot:
+        """Boot ``spec`` to AGENT_READY (as a VM backend would before saving), record, destroy."""
+        if not self.supports_snapshots:
+            raise VmError("this fake backend was made without snapshots (snapshots=True)")
+        instance = self.create(spec)
+        try:
+            await instance.start()
+            ready = await instance.wait_ready()
+        finally:
+            await instance.destroy()
+        return Snapshot(
+            backend=self.name, directory=directory, image=spec.image,
+            golden_token=spec.agent_token, boot_phases=ready.durations(),
+            meta={"agent_env": dict(spec.agent_env), "kind": "fake: no memory was saved"},
+        )  # fmt: skip
+
+    def restore(self, spec: InstanceSpec, snapshot: Snapshot) -> FakeInstance:
+        if not self.supports_snapshots:
+            raise VmError("this fake backend was made without snapshots (snapshots=True)")
+        instance = self.create(spec)
+        instance.snapshot = snapshot
+        return instance
 
     async def list_running(self) -> list[str]:
         """Ids of instances found under ``state_root``: running, or left behind."""
@@ -119,6 +159,8 @@ class FakeInstance:
         self.console_path = self.dir.console
         self.pid: int | None = None
         self.started_at = 0.0
+        #: Set by ``FakeBackend.restore``: this instance wakes up holding the golden token.
+        self.snapshot: Snapshot | None = None
         self._proc: asyncio.subprocess.Process | None = None
 
     def argv(self) -> list[str]:
@@ -142,7 +184,8 @@ class FakeInstance:
         if self.state is not InstanceState.CREATED:
             raise VmError(f"instance {self.spec.instance_id} was already started")
         self.state = InstanceState.FAILED  # until the agent runs
-        self.dir.create(self.spec.agent_token, self.spec.agent_env)
+        token = self.snapshot.golden_token if self.snapshot else self.spec.agent_token
+        self.dir.create(token, self.spec.agent_env)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.dir.path / "home"),
@@ -159,6 +202,11 @@ class FakeInstance:
                 )  # fmt: skip
             self.pid = self._proc.pid
             self.dir.write_meta({"backend": "fake", "pid": self.pid, "fault": self.fault.value})
+            if self.snapshot is not None:
+                # The VMM's part of a restore is the spawn here (nothing to load).
+                at = time.monotonic() - self.started_at
+                self.readiness.reached[Phase.VMM_STARTED] = at
+                self.readiness.reached[Phase.STATE_RESTORED] = at
         except BaseException:
             await self.destroy()
             self.state = InstanceState.FAILED
@@ -169,10 +217,16 @@ class FakeInstance:
         if self.state is not InstanceState.STARTING:
             raise VmError(f"instance {self.spec.instance_id} is {self.state}, not starting")
         try:
-            await readiness.wait_ready(
-                self, backend="fake", started_at=self.started_at, markers=readiness.DEFAULT_MARKERS,
-                skipped=SKIPPED, readiness=self.readiness,
-            )  # fmt: skip
+            if self.snapshot is not None:
+                await restore.wait_restored(
+                    self, backend="fake", started_at=self.started_at, readiness=self.readiness,
+                    snapshot=self.snapshot,
+                )  # fmt: skip
+            else:
+                await readiness.wait_ready(
+                    self, backend="fake", started_at=self.started_at,
+                    markers=readiness.DEFAULT_MARKERS, skipped=SKIPPED, readiness=self.readiness,
+                )  # fmt: skip
         except BaseException:
             self.state = InstanceState.FAILED
             raise
