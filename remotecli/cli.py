@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.markup import escape
 
 from remotecli import __version__
 from remotecli.images.recipe import DEFAULT_MIRROR, DEFAULT_RELEASE
+
+if TYPE_CHECKING:
+    from remotecli.images.store import Image
 
 app = typer.Typer(
     help="remote-cli: run users' own Claude Code, Codex and Gemini CLI in isolated VMs.",
@@ -88,6 +91,9 @@ def image_build(
     extra_package: Annotated[
         list[str] | None, typer.Option(help="one more Debian package (repeatable)")
     ] = None,
+    vm: Annotated[
+        bool, typer.Option("--vm", help="also build the VM artifacts (disk, kernel, initramfs)")
+    ] = False,
 ) -> None:
     """Build (or reuse) the golden rootfs: Debian, systemd, python3, node, the agent, the CLIs."""
     from remotecli.errors import RemoteCliError
@@ -119,6 +125,63 @@ def image_build(
         console.print(f"[green]cached:[/green] same inputs as before, reused in {elapsed:.2f} s")
     console.print(summary_table(image))
     print(image.path)
+    if vm:
+        _build_vm_artifacts(image, cache_dir, refresh_kernel=False)
+
+
+@image_app.command("vm")
+def image_vm(
+    image: Annotated[
+        Path | None, typer.Option(help="image directory (default: the newest built image)")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="image cache to use")] = None,
+    refresh_kernel: Annotated[
+        bool, typer.Option(help="ask the mirror for a newer cloud kernel than the cached one")
+    ] = False,
+) -> None:
+    """Build (or reuse) an image's VM artifacts: ext4 root disk, kernel, initramfs."""
+    from remotecli.errors import RemoteCliError
+    from remotecli.images.store import list_images, load_image
+
+    try:
+        if image is not None:
+            chosen = load_image(image)
+        else:
+            images = list_images(cache_dir)
+            if not images:
+                console.print("[red]error:[/red] no image built yet: run remotecli image build")
+                raise typer.Exit(1)
+            chosen = load_image(images[0].path)
+    except RemoteCliError as exc:
+        console.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from exc
+    _build_vm_artifacts(chosen, cache_dir, refresh_kernel=refresh_kernel)
+
+
+def _build_vm_artifacts(image: Image, cache_dir: Path | None, *, refresh_kernel: bool) -> None:
+    from remotecli.errors import RemoteCliError
+    from remotecli.images.report import RichBuildProgress, vm_table
+    from remotecli.images.vm import ensure_vm_artifacts
+
+    started = time.monotonic()
+    try:
+        with RichBuildProgress(console) as progress:
+            artifacts = asyncio.run(
+                ensure_vm_artifacts(
+                    image, cache=cache_dir, progress=progress, refresh_kernel=refresh_kernel
+                )
+            )
+    except RemoteCliError as exc:
+        console.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: nothing was left behind; the cache is intact")
+        raise typer.Exit(130) from None
+    if progress.ran_stages == 0:
+        elapsed = time.monotonic() - started
+        console.print(f"[green]cached:[/green] VM artifacts reused in {elapsed:.2f} s")
+    console.print(vm_table(artifacts))
+    print(artifacts.directory)
 
 
 @image_app.command("validate")

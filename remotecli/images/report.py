@@ -9,6 +9,7 @@ from rich.table import Table
 
 from remotecli.images.progress import Stage
 from remotecli.images.store import Image
+from remotecli.images.vm import VmArtifacts
 
 _MAX_LINE = 70
 
@@ -107,5 +108,27 @@ def summary_table(image: Image) -> Table:
         for s in m["stages"]
     )
     table.add_row("stages", stages)
+    table.add_row("built", f"{m['built_at']} in {m['build_seconds']:.1f} s")
+    return table
+
+
+def vm_table(artifacts: VmArtifacts) -> Table:
+    """Where the VM artifacts are, how big, from which kernel, and the base command line."""
+    m = artifacts.manifest
+    table = Table(title=f"VM artifacts {artifacts.key} of image {artifacts.image_key}",
+                  show_header=False, title_justify="left")  # fmt: skip
+    table.add_column(style="bold")
+    table.add_column()
+    for label, path in (("disk", artifacts.disk), ("vmlinuz", artifacts.vmlinuz),
+                        ("vmlinux", artifacts.vmlinux), ("initrd", artifacts.initrd)):  # fmt: skip
+        size = m["files"][path.name]["size"]
+        table.add_row(label, f"{path}  [dim]{size / 1e6:.1f} MB[/dim]")
+    disk = m["disk"]
+    table.add_row("disk content", f"{disk['content_bytes'] / 1e6:.0f} MB (sparse; ext4 label "
+                  f"{m['root_label']})")  # fmt: skip
+    kernel = m["kernel"]
+    table.add_row("kernel", f"{kernel['package']} {kernel['version']}")
+    table.add_row("modules", " ".join(m["modules"]["load_order"]))
+    table.add_row("cmdline", artifacts.cmdline)
     table.add_row("built", f"{m['built_at']} in {m['build_seconds']:.1f} s")
     return table

@@ -171,6 +171,7 @@ async def ensure_vm_artifacts(
         if found is not None:  # built meanwhile, or by the builder we waited for
             return found
         _remove_abandoned(vm_dir(cache))
+        prune_orphans(cache)
         with staged(final) as tmp:
             manifest = await _build(image, kernel, busybox_sha, tmp, stages)
             manifest.update(
@@ -214,6 +215,24 @@ def load_vm_artifacts(directory: Path, *, verify: bool = False) -> VmArtifacts:
             "run remotecli image vm."
         )
     return VmArtifacts(directory, manifest)
+
+
+def prune_orphans(cache: Path) -> list[Path]:
+    """Remove artifact sets whose image is gone (pruned test images): ~0.4 GB each.
+
+    Call with the build lock held. Returns what was removed.
+    """
+    removed = []
+    root = vm_dir(cache)
+    for manifest in root.glob(f"*/{MANIFEST}") if root.is_dir() else ():
+        try:
+            image_path = Path(json.loads(manifest.read_text())["image_path"])
+        except (OSError, ValueError, KeyError):
+            continue
+        if not image_path.is_dir():
+            remove_tree(manifest.parent)
+            removed.append(manifest.parent)
+    return removed
 
 
 def _existing(directory: Path) -> VmArtifacts | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -38,6 +39,7 @@ from remotecli.images.vm import (
     VmArtifacts,
     ensure_vm_artifacts,
     load_vm_artifacts,
+    prune_orphans,
 )
 
 
@@ -234,3 +236,15 @@ def test_the_manifest_records_every_file_and_verify_catches_a_change(
     (copy / DISK).unlink()
     with pytest.raises(ImageError, match=r"rootfs\.ext4"):
         load_vm_artifacts(copy)
+
+
+def test_sets_of_removed_images_are_pruned(tmp_path: Path) -> None:
+    kept_image = tmp_path / "images" / "kept"
+    kept_image.mkdir(parents=True)
+    for name, image_path in (("aaaa", kept_image), ("bbbb", tmp_path / "images" / "gone")):
+        (tmp_path / "vm" / name).mkdir(parents=True)
+        (tmp_path / "vm" / name / "manifest.json").write_text(
+            json.dumps({"image_path": str(image_path)})
+        )
+    assert prune_orphans(tmp_path) == [tmp_path / "vm" / "bbbb"]
+    assert sorted(p.name for p in (tmp_path / "vm").iterdir()) == ["aaaa"]
