@@ -141,21 +141,29 @@ def image_vm(
 ) -> None:
     """Build (or reuse) an image's VM artifacts: ext4 root disk, kernel, initramfs."""
     from remotecli.errors import RemoteCliError
-    from remotecli.images.store import list_images, load_image
 
     try:
-        if image is not None:
-            chosen = load_image(image)
-        else:
-            images = list_images(cache_dir)
-            if not images:
-                console.print("[red]error:[/red] no image built yet: run remotecli image build")
-                raise typer.Exit(1)
-            chosen = load_image(images[0].path)
+        chosen = _chosen_image(image, cache_dir)
     except RemoteCliError as exc:
         console.print(f"[red]error:[/red] {escape(exc.message)}")
         raise typer.Exit(1) from exc
     _build_vm_artifacts(chosen, cache_dir, refresh_kernel=refresh_kernel)
+
+
+def _chosen_image(image: Path | None, cache_dir: Path | None) -> Image:
+    """``image`` when given, else the newest built image (exit 2 when there is none)."""
+    from remotecli.images.store import list_images, load_image
+
+    if image is not None:
+        return load_image(image)
+    images = list_images(cache_dir)
+    if not images:
+        console.print(
+            "[red]error:[/red] no image built yet: run "
+            "[bold]remotecli image build --test-clis[/bold] (or --providers ...)"
+        )
+        raise typer.Exit(2)
+    return load_image(images[0].path)
 
 
 def _build_vm_artifacts(image: Image, cache_dir: Path | None, *, refresh_kernel: bool) -> None:
@@ -194,23 +202,12 @@ def image_validate(
     """Boot the image and run the seed's checklist against it (nspawn backend)."""
     from remotecli.errors import RemoteCliError
     from remotecli.images.checklist import validate
-    from remotecli.images.store import list_images, load_image
     from remotecli.images.validation_report import render
     from remotecli.providers import PROVIDERS
     from remotecli.vmm.nspawn import NspawnBackend
 
     try:
-        if image is not None:
-            chosen = load_image(image)
-        else:
-            images = list_images(cache_dir)
-            if not images:
-                console.print(
-                    "[red]error:[/red] no image built yet: run "
-                    "[bold]remotecli image build --test-clis[/bold] (or --providers ...)"
-                )
-                raise typer.Exit(2)
-            chosen = load_image(images[0].path)
+        chosen = _chosen_image(image, cache_dir)
         expected = [p.name for p in PROVIDERS.values() if p.executable in chosen.clis]
         console.print(f"validating {chosen.path} on nspawn ...")
         with console.status("booting and checking"):
