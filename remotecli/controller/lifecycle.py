@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from remotecli.agentclient import AgentClient
 from remotecli.controller.metrics import Metrics
@@ -35,7 +35,15 @@ from remotecli.controller.models import VmRole, VmState, utcnow
 from remotecli.controller.vmstore import VmStore, instance_id_for
 from remotecli.errors import NotReady, RemoteCliError, VmError
 from remotecli.vmm import readiness as readiness_mod
-from remotecli.vmm.base import Backend, Deadlines, Instance, InstanceSpec, Readiness
+from remotecli.vmm.base import (
+    Backend,
+    Deadlines,
+    Instance,
+    InstanceSpec,
+    Readiness,
+    Snapshot,
+    SnapshotBackend,
+)
 
 log = logging.getLogger("remotecli.controller.vms")
 
@@ -138,8 +146,9 @@ class VmLifecycle:
 
     async def boot(
         self, vm_id: str, role: VmRole, origin: str, user_id: str | None, *, claimed: bool,
-        trace: dict[str, Any] | None, ticket: StartTicket,
+        trace: dict[str, Any] | None, ticket: StartTicket, snapshot: Snapshot | None = None,
     ) -> VmHandle:  # fmt: skip
+        """Start one VM (a restore of ``snapshot`` when given, else a cold boot) until ready."""
         token = secrets.token_urlsafe(32)
         await self.store.insert(
             vm_id=vm_id, backend=self.backend.name, role=role.value, origin=origin,
@@ -153,7 +162,10 @@ class VmLifecycle:
         instance: Instance | None = None
         agent: AgentClient | None = None
         try:
-            instance = self.backend.create(spec)
+            if snapshot is not None:
+                instance = cast(SnapshotBackend, self.backend).restore(spec, snapshot)
+            else:
+                instance = self.backend.create(spec)
             await instance.start()
             ready = await instance.wait_ready()
             for prepare in self.after_ready:

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     image: Path | None = None
     #: OFFLINE DEMO: the test bed's OAuth server and fake CLIs stand in for the providers.
     demo: bool = False
+    #: Restore VMs from a golden snapshot where the backend can (qemu, firecracker).
+    snapshots: bool = True
     warm_pool_auth: int = 1
     warm_pool_cli: int = 0
     cli_vm_idle_seconds: float = 900.0

@@ -12,7 +12,9 @@ Other services use it through ``context.services["vms"]``::
 
 A claim takes a READY VM of the role from the warm pool (checked with one
 ``GET /health`` first), else restores the golden snapshot where the backend
-has one (none does yet: the claim trace says so), else cold-starts one. A VM
+can (``golden.py`` makes it in the background at start-up; until it is
+ready, or if a restore fails, the claim trace says so), else cold-starts
+one. The pool is refilled from the snapshot too once there is one. A VM
 that misses readiness is destroyed, its row says FAILED with
 ``NotReady.to_dict()`` as the evidence, and ``NotReady`` reaches the caller
 (the API answers 503 with that evidence).
@@ -40,6 +42,7 @@ from typing import Any, TypeVar
 
 from remotecli.controller.context import AppContext
 from remotecli.controller.errors import NotFound, Unavailable
+from remotecli.controller.golden import GoldenSnapshot
 from remotecli.controller.lifecycle import (
     HOOK_SECONDS,
     Health,
@@ -55,8 +58,9 @@ from remotecli.controller.pool import PoolFiller
 from remotecli.controller.reconcile import ReconcileReport, reconcile
 from remotecli.controller.runtime import build_runtime
 from remotecli.controller.vmstore import VmStore
+from remotecli.errors import RemoteCliError
 from remotecli.vmm import readiness as readiness_mod
-from remotecli.vmm.base import Backend, Deadlines, Instance
+from remotecli.vmm.base import Backend, Deadlines, Instance, Snapshot
 
 __all__ = [
     "AGENT_ENV", "HOOK_SECONDS", "SERVICE", "Health", "VmHandle", "VmManager", "get_manager",
@@ -107,6 +111,10 @@ class VmManager:
             backoff=pool_backoff,
         )
         self.monitor = HealthMonitor(self)
+        self.golden = GoldenSnapshot(
+            backend, self.settings.state_dir / "snapshots", image_rootfs, self.agent_env,
+            self.deadlines, enabled=self.settings.snapshots,
+        )  # fmt: skip
         self.reconciled: ReconcileReport | None = None
         self._handles: dict[str, VmHandle] = {}
         self._pool: dict[VmRole, deque[str]] = {role: deque() for role in VmRole}
@@ -124,6 +132,7 @@ class VmManager:
         """Reconcile the DB with what runs, then keep the pool filled and the VMs checked."""
         self.metrics.on_scrape(self._scrape)
         self.reconciled = await reconcile(self)
+        self.golden.start()
         self.pool.start()
         self.monitor.start()
 
@@ -138,6 +147,7 @@ class VmManager:
             ticket.doomed = ticket.doomed or STOPPING
         await self.pool.stop()
         await self.monitor.stop()
+        await self.golden.stop()
         for task in list(self._tasks):
             task.cancel()  # starts in flight clean up after themselves
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -173,14 +183,7 @@ class VmManager:
             # One write makes the claim durable with its trace (a pool claim is ~ms).
             values = {"state": VmState.CLAIMED, "user_id": user_id, "last_used_at": utcnow()}
         else:
-            if self.backend.supports_snapshots:
-                reason = "the controller does not restore snapshots yet"
-            else:
-                reason = f"the {self.backend.name} backend has no snapshots"
-            tried.append({"source": "restore", "result": "skipped", "reason": reason})
-            tried.append({"source": "cold", "result": "started"})
-            trace: dict[str, Any] = {"origin": "cold", "tried": tried}
-            handle = await self._tracked(self._launch(role, "cold", user_id, True, trace))
+            handle = await self._restore_or_cold(role, user_id, tried)
         seconds = round(time.monotonic() - started, 4)
         handle.claimed_at = handle.last_used = time.monotonic()
         trace = {"origin": handle.origin, "tried": tried, "seconds": seconds}
@@ -297,10 +300,44 @@ class VmManager:
 
     # -- starting ------------------------------------------------------------------------
 
+    async def _restore_or_cold(
+        self, role: VmRole, user_id: str | None, tried: list[dict[str, Any]]
+    ) -> VmHandle:
+        snapshot = self.golden.current
+        if snapshot is None:
+            tried.append({"source": "restore", "result": "skipped", "reason": self.golden.reason})
+        else:
+            trace: dict[str, Any] = {"origin": "restore", "tried": [*tried]}
+            try:
+                handle = await self._tracked(
+                    self._launch(role, "restore", user_id, True, trace, snapshot)
+                )
+            except RemoteCliError as exc:
+                if self._closed:
+                    raise
+                # The failed VM's row keeps the evidence; the user still gets a VM.
+                tried.append({"source": "restore", "result": "failed", "code": exc.code,
+                              "detail": exc.message})  # fmt: skip
+                self.golden.restore_failed(exc.message)
+            else:
+                self.golden.restore_worked()
+                tried.append({"source": "restore", "result": "ok", "vmId": handle.vm_id})
+                return handle
+        tried.append({"source": "cold", "result": "started"})
+        cold: dict[str, Any] = {"origin": "cold", "tried": tried}
+        return await self._tracked(self._launch(role, "cold", user_id, True, cold))
+
     async def launch_for_pool(self, role: VmRole) -> VmHandle:
-        """Cold-start a VM for the warm pool (the pool filler calls this)."""
+        """Start a VM for the warm pool (the pool filler calls this): restored when possible."""
         self._check_open()
-        handle = await self._tracked(self._launch(role, "pool", None, False, None))
+        snapshot = self.golden.current
+        try:
+            handle = await self._tracked(self._launch(role, "pool", None, False, None, snapshot))
+        except RemoteCliError as exc:
+            if snapshot is None or self._closed:
+                raise
+            self.golden.restore_failed(exc.message)
+            handle = await self._tracked(self._launch(role, "pool", None, False, None))
         self._pool[role].append(handle.vm_id)
         return handle
 
@@ -336,13 +373,20 @@ class VmManager:
 
     async def _launch(
         self, role: VmRole, origin: str, user_id: str | None, claimed: bool,
-        trace: dict[str, Any] | None,
+        trace: dict[str, Any] | None, snapshot: Snapshot | None = None,
     ) -> VmHandle:  # fmt: skip
         vm_id = new_id("vm")
         ticket = self._launching[vm_id] = StartTicket(doomed=STOPPING if self._closed else None)
         try:
             handle = await self.lifecycle.boot(
-                vm_id, role, origin, user_id, claimed=claimed, trace=trace, ticket=ticket
+                vm_id,
+                role,
+                origin,
+                user_id,
+                claimed=claimed,
+                trace=trace,
+                ticket=ticket,
+                snapshot=snapshot,
             )
         finally:
             del self._launching[vm_id]

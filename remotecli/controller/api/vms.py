@@ -61,6 +61,9 @@ class VmDetail(VmOut):
 class VmList(BaseModel):
     backend: dict[str, Any]
     pool: dict[str, Any]
+    #: The golden snapshot claims restore from: state (disabled, pending, making,
+    #: ready, failed), its name and the golden VM's boot phases, or why not.
+    snapshot: dict[str, Any]
     vms: list[VmOut]
 
 
@@ -134,6 +137,7 @@ async def list_vms(
         backend={"name": backend.name, "isolation": backend.isolation,
                  "snapshots": backend.supports_snapshots, "reason": manager.backend_reason},
         pool=manager.pool.status(),
+        snapshot=manager.golden.status(),
         vms=[VmOut(**_fields(row, manager)) for row in rows],
     )  # fmt: skip
 
