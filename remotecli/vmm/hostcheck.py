@@ -60,7 +60,14 @@ class LiveHost:
         return os.path.exists(path)
 
     def which(self, name: str) -> str | None:
-        return shutil.which(name)
+        found = shutil.which(name)
+        if found is None and name in ("firecracker", "jailer"):
+            # The pinned copy `python -m remotecli.vmm.fcbin install` puts in the cache.
+            from remotecli.vmm import fcbin
+
+            pinned = fcbin.find(name)
+            return str(pinned) if pinned else None
+        return found
 
     def is_root(self) -> bool:
         return os.geteuid() == 0
@@ -163,7 +170,11 @@ def _kvm_problems(facts: HostFacts) -> list[str]:
 def assess(facts: HostFacts) -> list[BackendCheck]:
     """One verdict per backend, in preference order, each with its reasons."""
     kvm = _kvm_problems(facts)
-    fc_missing = [] if facts.binaries.get("firecracker") else ["no firecracker binary on PATH"]
+    fc_missing = (
+        []
+        if facts.binaries.get("firecracker")
+        else ["no firecracker binary on PATH or in the cache (python -m remotecli.vmm.fcbin install)"]
+    )
     firecracker = BackendCheck(
         "firecracker", not kvm and not fc_missing, "vm",
         tuple(kvm + fc_missing) or ("KVM with hardware virtualization, firecracker found",),
