@@ -123,11 +123,15 @@ def write_config_disk(path: Path, token: str, env: Mapping[str, str]) -> None:
 
 
 async def cow_copy(src: Path, dst: Path) -> None:
-    """A copy-on-write copy where the filesystem can (XFS, btrfs), else a sparse full copy."""
+    """A copy-on-write copy where the filesystem can (XFS, btrfs), else a sparse full copy.
+
+    The copy is made 0600 (the golden artifacts are read-only; cp keeps their mode).
+    """
     await proc.run(
         ["cp", "--reflink=auto", "--sparse=always", "--", str(src), str(dst)],
         timeout=COPY_TIMEOUT,
     )
+    os.chmod(dst, 0o600)
 
 
 class _HasDirectory(Protocol):
@@ -194,12 +198,16 @@ class FirecrackerBackend:
         firecracker: Path | None = None,
         network: bool = False,
         vm_dir: Path = VM_DIR,
+        extra_boot_args: str = "",
     ) -> None:
         self.state_root = state_root
         self.artifacts = artifacts
         self._firecracker = firecracker
         self.network = network
         self.vm_dir = vm_dir
+        #: e.g. ``earlyprintk=serial,ttyS0``: the banner reaches the console before the
+        #: serial driver loads (tests on slow hosts); costs boot time on real ones.
+        self.extra_boot_args = extra_boot_args
 
     @property
     def firecracker(self) -> Path:
@@ -286,6 +294,7 @@ class FirecrackerInstance:
         self._skipped = {
             p: RESTORED for p in (Phase.KERNEL_BOOTED, Phase.INIT_STARTED, Phase.AGENT_LISTENING)
         }
+        self.readiness.skipped.update(self._skipped)
 
     def seen(self, name: str) -> Path:
         """The path firecracker is given for a file of this VM (stable across clones)."""
@@ -332,7 +341,9 @@ class FirecrackerInstance:
                 await self.destroy()
             self.state = InstanceState.FAILED
             if evidence and isinstance(exc, VmError) and not isinstance(exc, NotReady):
-                raise VmError(f"{exc.message}\n{evidence}") from exc
+                # Same type (callers match on FirecrackerApiError), with the evidence added.
+                exc.message = f"{exc.message}\n{evidence}"
+                exc.args = (exc.message,)
             raise
         self.state = InstanceState.STARTING
 
@@ -357,8 +368,6 @@ class FirecrackerInstance:
         await cow_copy(disk, d / "rootfs.ext4")
         self.timings["disk_copy"] = time.monotonic() - t
         write_config_disk(d / "config.disk", self.spec.agent_token, self.spec.agent_env)
-        self.log_path.touch(mode=0o600)
-        self.backend.vm_dir.mkdir(parents=True, exist_ok=True)
         if snapshot is not None and bool(snapshot.meta.get("network")) != bool(self.network):
             self.network = VmNetwork(self.vm_id) if snapshot.meta.get("network") else None
         self._write_meta()
@@ -380,6 +389,8 @@ class FirecrackerInstance:
         return argv
 
     async def _spawn(self) -> None:
+        self.log_path.touch(mode=0o600)
+        self.backend.vm_dir.mkdir(parents=True, exist_ok=True)  # the bind mount's target
         with self.console_path.open("ab") as console:
             self.started_at = time.monotonic()
             # Long-lived, so not proc.run: its own session (a signal to the
@@ -405,7 +416,8 @@ class FirecrackerInstance:
     async def _configure(self, artifacts: VmArtifacts) -> None:
         api = self.api
         await api.machine_config(vcpus=self.spec.vcpus, memory_mib=self.spec.memory_mib)
-        await api.boot_source(artifacts.vmlinux, boot_args(artifacts.cmdline), artifacts.initrd)
+        args = boot_args(f"{artifacts.cmdline} {self.backend.extra_boot_args}")
+        await api.boot_source(artifacts.vmlinux, args, artifacts.initrd)
         await api.drive("rootfs", self.seen("rootfs.ext4"), root=True)
         await api.drive("config", self.seen("config.disk"), read_only=True)
         await api.vsock(self.seen("v.sock"), GUEST_CID)
