@@ -11,9 +11,10 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # debootstrap builds the golden image; systemd-container boots it (nspawn backend);
 # postgresql: the tests start a throwaway cluster from its binaries.
 # qemu-system-x86 + qemu-utils: the qemu backend (KVM or TCG); busybox-static
-# and e2fsprogs: the VM initramfs and the ext4 root disk (images/vm*.py).
+# and e2fsprogs: the VM initramfs and the ext4 root disk; zstd: the ELF vmlinux
+# inside the bzImage (images/vm*.py).
 DEBIAN_PACKAGES := ca-certificates git procps iproute2 debootstrap debian-archive-keyring \
-	systemd-container postgresql qemu-system-x86 qemu-utils busybox-static e2fsprogs
+	systemd-container postgresql qemu-system-x86 qemu-utils busybox-static e2fsprogs zstd
 PYTEST_ARGS ?=
 
 .PHONY: up test lint typecheck pytest install debian-packages firecracker-bin clean
