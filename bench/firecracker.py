@@ -72,7 +72,8 @@ async def main(runs: int, memory: int) -> None:
         shutil.rmtree(root, ignore_errors=True)
     disk_mib = artifacts.disk.stat().st_size >> 20
     print(
-        f"\nFirecracker {fcbin.VERSION}, {memory} MiB guest, {disk_mib} MiB sparse disk, {runs} runs"
+        f"\nFirecracker {fcbin.VERSION}, {memory} MiB guest, {disk_mib} MiB sparse disk, "
+        f"{runs} runs"
     )
     print(f"  {'step':<28} {'p50 ms':>9} {'p99 ms':>9}")
     for key, values in samples.items():
