@@ -216,7 +216,7 @@ class Snapshot:
     """A golden snapshot: the image booted once to AGENT_READY, paused and saved.
 
     ``directory`` holds the backend's files (memory, device state, the disk
-    as it was) and ``snapshot.json`` (mode 0600: it carries the golden
+    as it was) and ``golden.json`` (mode 0600: it carries the golden
     token). Clones restore from it; each gets its own copy-on-write disk and,
     before use, its own identity (``vmm/restore.py``).
     """

@@ -52,8 +52,15 @@ from typing import Any, ClassVar, Protocol
 from remotecli import proc
 from remotecli.errors import NotReady, VmError
 from remotecli.images import layout, store
-from remotecli.vmm import fcbin, readiness, statedir
-from remotecli.vmm.base import InstanceSpec, InstanceState, Phase, Readiness, UnitState
+from remotecli.vmm import fcbin, readiness, restore, statedir
+from remotecli.vmm.base import (
+    RESTORE_SKIPPED,
+    InstanceSpec,
+    InstanceState,
+    Phase,
+    Readiness,
+    UnitState,
+)
 from remotecli.vmm.endpoint import AgentEndpoint
 from remotecli.vmm.fcapi import ApiClient
 from remotecli.vmm.netns import VmNetwork
@@ -70,7 +77,6 @@ AGENT_PORT = layout.AGENT_PORT
 BOOT_ARGS = ("console=ttyS0", "reboot=k", "panic=1", "pci=off")
 GUEST_MAC = "06:00:ac:10:00:02"
 MARKERS = dict(readiness.DEFAULT_MARKERS)
-RESTORED = "restored from a snapshot: the guest had booted before it was saved"
 SNAPSHOT_META = "snapshot.json"
 SNAPSHOT_FORMAT = 1
 #: Log lines of Firecracker's own log carried in an error.
@@ -287,13 +293,8 @@ class FirecrackerInstance:
 
     def _restored(self) -> None:
         """Phases after a snapshot load: the guest wakes up, it does not boot."""
-        at = round(time.monotonic() - self.started_at, 3)
-        restored = Phase.__members__.get("STATE_RESTORED")  # base.py's restore phase, if any
-        if restored is not None:
-            self.readiness.reached[restored] = at
-        self._skipped = {
-            p: RESTORED for p in (Phase.KERNEL_BOOTED, Phase.INIT_STARTED, Phase.AGENT_LISTENING)
-        }
+        self.readiness.reached[Phase.STATE_RESTORED] = round(time.monotonic() - self.started_at, 3)
+        self._skipped = dict(RESTORE_SKIPPED)
         self.readiness.skipped.update(self._skipped)
 
     def seen(self, name: str) -> Path:
@@ -428,10 +429,17 @@ class FirecrackerInstance:
         if self.state is not InstanceState.STARTING:
             raise VmError(f"instance {self.spec.instance_id} is {self.state}, not starting")
         try:
-            await readiness.wait_ready(
-                self, backend="firecracker", started_at=self.started_at, markers=MARKERS,
-                skipped=self._skipped, readiness=self.readiness,
-            )  # fmt: skip
+            if self.snapshot is not None:
+                # /health over vsock, then this clone's own identity (restore.py).
+                await restore.wait_restored(
+                    self, backend="firecracker", started_at=self.started_at,
+                    readiness=self.readiness, snapshot=self.snapshot,
+                )  # fmt: skip
+            else:
+                await readiness.wait_ready(
+                    self, backend="firecracker", started_at=self.started_at, markers=MARKERS,
+                    skipped=self._skipped, readiness=self.readiness,
+                )  # fmt: skip
         except NotReady as exc:
             self.state = InstanceState.FAILED
             raise _with_hint(exc, self._evidence()) from None

@@ -6,7 +6,7 @@ saves a golden VM with ``create_snapshot`` and starts clones with
 
 - ``SnapshotStore``: snapshots on disk under ``<cache>/snapshots/<name>``,
   made once under a lock, in a temp directory renamed into place (readers see
-  none or a whole one), each with ``snapshot.json`` (0600: the golden token).
+  none or a whole one), each with ``golden.json`` (0600: the golden token).
 - ``wait_restored``: the readiness contract for a restore. The backend's
   ``start()`` records VMM_STARTED and STATE_RESTORED; this waits for the
   agent's /health, then gives the clone its identity (``POST /identity``:
@@ -45,9 +45,17 @@ from remotecli.vmm.base import (
 from remotecli.vmm.endpoint import AgentEndpoint
 from remotecli.vmm.readiness import HealthProbe, console_tail, probe_health
 
-META = "snapshot.json"
+#: The store's record of a snapshot; the backend keeps its own files beside it.
+META = "golden.json"
 TMP_PREFIX = ".tmp-"
 PROBE_SECONDS = 0.02
+
+
+class GoldenToken(Protocol):
+    """What a restore needs of a snapshot (``base.Snapshot`` or a backend's own record)."""
+
+    @property
+    def golden_token(self) -> str: ...
 
 
 class Restored(Protocol):
@@ -70,7 +78,7 @@ def write_meta(snapshot: Snapshot) -> None:
     path = snapshot.directory / META
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
+        json.dump(data, fh, indent=2, default=str)
 
 
 def load(directory: Path) -> Snapshot:
@@ -160,7 +168,7 @@ async def wait_restored(
     backend: str,
     started_at: float,
     readiness: Readiness,
-    snapshot: Snapshot,
+    snapshot: GoldenToken,
 ) -> Readiness:
     """After the backend resumed a clone: /health, new identity, round trip → AGENT_READY."""
     readiness.skipped.update(RESTORE_SKIPPED)
@@ -194,7 +202,7 @@ async def wait_restored(
             target, backend, readiness, deadline, "identity_refresh_failed",
             f"the restored agent answered /health but refusing its new identity: {exc.message}. "
             "The clone is destroyed rather than used with the golden token; if this repeats, "
-            "the snapshot's golden token does not match snapshot.json: remove the snapshot.",
+            "the snapshot's golden token does not match golden.json: remove the snapshot.",
         ) from exc  # fmt: skip
     readiness.reached[Phase.AGENT_READY] = time.monotonic() - started_at
     return readiness

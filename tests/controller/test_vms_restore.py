@@ -64,7 +64,7 @@ def test_claims_restore_the_golden_snapshot_and_clones_are_themselves(
 
         assert ctl.call(golden_refused()) == 401
         # The snapshot lives in the state dir, its secret file private.
-        meta = Path(settings.state_dir) / "snapshots" / snapshot.directory.name / "snapshot.json"
+        meta = Path(settings.state_dir) / "snapshots" / snapshot.directory.name / "golden.json"
         assert oct(meta.stat().st_mode & 0o777) == "0o600"
 
 
