@@ -7,9 +7,9 @@ One instance = one ``firecracker`` process in its own session, started as::
         remotecli-fc STATE VM_DIR firecracker --id remotecli-ID --api-sock STATE/api.sock \\
         --log-path STATE/firecracker.log --level Info --show-level
 
-then configured through the API (machine config, boot source, the root and
-config drives, vsock, optional network interface) and started with
-``InstanceStart``. Its state directory (``statedir.StateDir``)::
+(``jailer=True``: through the jailer, ``fcjail.py``), configured through the
+API (machine config, boot source, the root and config drives, vsock, optional
+network interface) and started with ``InstanceStart``. Its state directory (``statedir.StateDir``)::
 
     <root>/<id>/
         instance.json     pid, firecracker path, netns, jail: what reap needs
@@ -26,8 +26,11 @@ host paths. Each firecracker sees its own state directory at the same
 ``VM_DIR`` (/run/remotecli/fc), bind-mounted in its private mount namespace,
 and is given only ``VM_DIR/...`` paths for what the snapshot records; so a
 clone restored from that snapshot opens *its own* disk copy and binds *its
-own* vsock socket at the recorded path. With the jailer the chroot gives the
-same property (``fcjail.py``).
+own* vsock socket at the recorded path. With the jailer
+(``FirecrackerBackend(jailer=True, ...)``) each VM's chroot plays that role:
+its files live in the chroot and firecracker sees them at ``/...``
+(``fcjail.py``); ``instance.json``, ``run/`` and ``console.log`` stay in the
+state directory. Snapshot files: ``fcsnapshot.py``.
 
 **After a restore** the guest's vsock transport is reset: connections open
 when the snapshot was taken are gone and the host must re-dial (every probe
@@ -36,23 +39,14 @@ and client request opens a fresh connection: ``CONNECT <port>\\n`` → ``OK``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import importlib
-import json
-import os
-import shutil
-import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
 
-from remotecli import proc
 from remotecli.errors import NotReady, VmError
-from remotecli.images import layout, store
-from remotecli.vmm import fcbin, readiness, restore, statedir
+from remotecli.images import layout
+from remotecli.vmm import fcbin, fcboot, fcjail, fcproc, fcsnapshot, readiness, restore, statedir
 from remotecli.vmm.base import (
     RESTORE_SKIPPED,
     InstanceSpec,
@@ -63,7 +57,14 @@ from remotecli.vmm.base import (
 )
 from remotecli.vmm.endpoint import AgentEndpoint
 from remotecli.vmm.fcapi import ApiClient
+from remotecli.vmm.fcboot import BOOT_ARGS, ArtifactsFor, VmArtifacts, boot_args, golden_artifacts
+from remotecli.vmm.fcjail import Jail, JailConfig
+from remotecli.vmm.fcproc import VmmProcess
+from remotecli.vmm.fcsnapshot import HasDirectory, SnapshotFiles, cow_copy, new_snapshot_dir
 from remotecli.vmm.netns import VmNetwork
+
+__all__ = ["FirecrackerBackend", "FirecrackerInstance", "JailConfig", "SnapshotFiles"]
+__all__ += ["BOOT_ARGS", "ArtifactsFor", "VmArtifacts", "boot_args", "golden_artifacts"]
 
 STATE_ROOT = Path("/run/remotecli/instances")
 #: Where every firecracker process sees its own state directory (see the module docstring).
@@ -71,124 +72,12 @@ VM_DIR = Path("/run/remotecli/fc")
 ID_PREFIX = "remotecli-"
 GUEST_CID = 3
 AGENT_PORT = layout.AGENT_PORT
-#: Appended to the image's cmdline unless it sets them: serial console, reboot = exit,
-#: panic = reboot after 1 s (a dead guest ends the process: evidence, not a hang),
-#: no PCI probing (Firecracker has virtio-mmio only; saves ~100 ms of boot).
-BOOT_ARGS = ("console=ttyS0", "reboot=k", "panic=1", "pci=off")
 GUEST_MAC = "06:00:ac:10:00:02"
 MARKERS = dict(readiness.DEFAULT_MARKERS)
-SNAPSHOT_META = "snapshot.json"
-SNAPSHOT_FORMAT = 1
 #: Log lines of Firecracker's own log carried in an error.
 LOG_TAIL_LINES = 15
-COPY_TIMEOUT = 300.0
-
-# $1 the state dir, $2 VM_DIR, then the command. Positional: no path is parsed by sh.
-LAUNCHER = """set -eu
-mount --bind "$1" "$2"
-shift 2
-exec "$@"
-"""
-
-
-class VmArtifacts(Protocol):
-    """What a VM boots (``images/vm.py``'s ``VmArtifacts`` has these and more)."""
-
-    @property
-    def disk(self) -> Path: ...
-    @property
-    def vmlinux(self) -> Path: ...
-    @property
-    def initrd(self) -> Path | None: ...
-    @property
-    def cmdline(self) -> str: ...
-
-
-ArtifactsFor = Callable[[InstanceSpec], Awaitable[VmArtifacts]]
-
-
-async def golden_artifacts(spec: InstanceSpec) -> VmArtifacts:
-    """The golden image's VM artifacts (built by ``images/vm.py`` on first use)."""
-    vm = importlib.import_module("remotecli.images.vm")
-    image = store.load_image(spec.image.parent)
-    artifacts: VmArtifacts = await vm.ensure_vm_artifacts(image)
-    return artifacts
-
-
-def boot_args(cmdline: str) -> str:
-    """The image's cmdline plus ``BOOT_ARGS`` it does not already set (by key)."""
-    words = cmdline.split()
-    keys = {w.split("=", 1)[0] for w in words}
-    return " ".join([*words, *(a for a in BOOT_ARGS if a.split("=", 1)[0] not in keys)])
-
-
-def write_config_disk(path: Path, token: str, env: Mapping[str, str]) -> None:
-    """The config drive (``images/configdisk.py``): the initramfs unpacks it into /run/agent."""
-    configdisk = importlib.import_module("remotecli.images.configdisk")
-    configdisk.write_config_disk(path, token=token, env=dict(env))
-
-
-async def cow_copy(src: Path, dst: Path) -> None:
-    """A copy-on-write copy where the filesystem can (XFS, btrfs), else a sparse full copy.
-
-    The copy is made 0600 (the golden artifacts are read-only; cp keeps their mode).
-    """
-    await proc.run(
-        ["cp", "--reflink=auto", "--sparse=always", "--", str(src), str(dst)],
-        timeout=COPY_TIMEOUT,
-    )
-    os.chmod(dst, 0o600)
-
-
-class _HasDirectory(Protocol):
-    @property
-    def directory(self) -> Path: ...
-
-
-@dataclass(frozen=True)
-class SnapshotFiles:
-    """A full Firecracker snapshot directory (same fields as ``base.Snapshot``)::
-
-    <directory>/
-        snapshot.json   format, paths recorded in the VM state, golden token (0600)
-        vmstate         Firecracker's device + vCPU state (``snapshot_path``)
-        memory          guest memory, memory_mib MiB; clones map it privately
-        disk.ext4       the root disk as it was at the pause (clones copy it)
-        config.disk     the config drive the guest had (its path is recorded)
-    """
-
-    backend: str
-    directory: Path
-    image: Path
-    golden_token: str
-    boot_phases: Mapping[str, float]
-    meta: Mapping[str, Any]
-
-    VMSTATE: ClassVar[str] = "vmstate"
-    MEMORY: ClassVar[str] = "memory"
-    DISK: ClassVar[str] = "disk.ext4"
-    CONFIG: ClassVar[str] = "config.disk"
-
-    @classmethod
-    def load(cls, directory: Path) -> SnapshotFiles:
-        try:
-            meta = json.loads((directory / SNAPSHOT_META).read_text())
-        except (OSError, ValueError) as exc:
-            raise VmError(f"{directory} is not a Firecracker snapshot: {exc}") from exc
-        if meta.get("format") != SNAPSHOT_FORMAT or meta.get("backend") != "firecracker":
-            raise VmError(
-                f"{directory / SNAPSHOT_META}: not a format-{SNAPSHOT_FORMAT} Firecracker snapshot"
-            )
-        for name in (cls.VMSTATE, cls.MEMORY, cls.DISK, cls.CONFIG):
-            if not (directory / name).is_file():
-                raise VmError(f"snapshot {directory} lacks {name}")
-        return cls(
-            "firecracker", directory, Path(meta.get("image") or "/"),
-            str(meta.get("golden_token") or ""), dict(meta.get("boot_phases") or {}), meta,
-        )  # fmt: skip
-
-    def file(self, name: str) -> Path:
-        return self.directory / name
+#: What a jailed firecracker sees as its VM directory (its chroot).
+JAIL_VM_DIR = Path("/")
 
 
 class FirecrackerBackend:
@@ -205,12 +94,28 @@ class FirecrackerBackend:
         network: bool = False,
         vm_dir: Path = VM_DIR,
         extra_boot_args: str = "",
+        jailer: bool | Path = False,
+        uid: int = 65534,
+        gid: int = 65534,
+        chroot_base: Path | None = None,
+        cgroup_version: int | None = None,
+        limits: bool = True,
     ) -> None:
+        """``jailer=True`` (or the jailer's path) runs each VM under Firecracker's jailer
+        as ``uid``:``gid`` in a chroot below ``chroot_base`` (``fcjail.py``), with memory
+        and CPU limits (``limits``) in cgroup ``cgroup_version`` (None: the host's)."""
         self.state_root = state_root
         self.artifacts = artifacts
         self._firecracker = firecracker
         self.network = network
-        self.vm_dir = vm_dir
+        self._jailer = jailer if isinstance(jailer, Path) else None
+        self.jail: JailConfig | None = None
+        if jailer:
+            self.jail = JailConfig(
+                uid, gid, chroot_base or fcjail.default_chroot_base(), cgroup_version, limits
+            )
+        #: What every firecracker sees as its VM directory: ``vm_dir``, or ``/`` (its chroot).
+        self.vm_dir = JAIL_VM_DIR if self.jail else vm_dir
         #: e.g. ``earlyprintk=serial,ttyS0``: the banner reaches the console before the
         #: serial driver loads (tests on slow hosts); costs boot time on real ones.
         self.extra_boot_args = extra_boot_args
@@ -219,12 +124,22 @@ class FirecrackerBackend:
     def firecracker(self) -> Path:
         return self._firecracker or fcbin.require("firecracker")
 
+    @property
+    def exec_name(self) -> str:
+        """The firecracker binary's name: the jailer names chroots after it."""
+        binary = self._firecracker or fcbin.find("firecracker") or Path("firecracker")
+        return binary.resolve().name
+
+    @property
+    def jailer(self) -> Path:
+        return self._jailer or fcbin.require("jailer")
+
     def create(self, spec: InstanceSpec) -> FirecrackerInstance:
         statedir.check_id(spec.instance_id)
         return FirecrackerInstance(self, spec)
 
     def restore(
-        self, spec: InstanceSpec, snapshot: Path | SnapshotFiles | _HasDirectory
+        self, spec: InstanceSpec, snapshot: Path | SnapshotFiles | HasDirectory
     ) -> FirecrackerInstance:
         """An instance whose ``start()`` loads ``snapshot`` (its own copy of the snapshot's disk).
 
@@ -250,8 +165,12 @@ class FirecrackerBackend:
             await instance.destroy()
 
     async def list_running(self) -> list[str]:
-        """Ids of instances found on the host: running, or left behind and needing ``reap``."""
-        return [d.instance_id for d in statedir.scan(self.state_root)]
+        """Ids of instances found on the host: running, or left behind and needing ``reap``
+        (with the jailer also chroots whose state directory is gone, e.g. after a reboot)."""
+        found = {d.instance_id for d in statedir.scan(self.state_root)}
+        if self.jail is not None:
+            found |= fcjail.jailed_ids(self.jail, self.exec_name, ID_PREFIX)
+        return sorted(found)
 
     async def reap(self, instance_id: str) -> None:
         """Destroy an instance we have no handle for (after a controller restart)."""
@@ -259,9 +178,13 @@ class FirecrackerBackend:
         meta = statedir.StateDir(self.state_root / instance_id).read_meta()
         spec = InstanceSpec(image=Path("/"), instance_id=instance_id, agent_token="")
         instance = FirecrackerInstance(self, spec)
-        instance.pid = meta.get("pid")
+        instance.process.pid = meta.get("pid")
         if meta.get("netns"):
             instance.network = VmNetwork(str(meta["netns"]))
+        if meta.get("jail"):
+            instance.jail = Jail.from_meta(meta["jail"], instance.vm_id)
+        elif instance.jail is not None:  # a chroot without a state dir (/run lost in a reboot)
+            instance.jail.plan_cgroups(spec.memory_mib, spec.vcpus)
         await instance.destroy()
 
 
@@ -274,21 +197,29 @@ class FirecrackerInstance:
         self.dir = statedir.StateDir(backend.state_root / spec.instance_id)
         self.vm_id = ID_PREFIX + spec.instance_id
         self.console_path = self.dir.console
-        self.log_path = self.dir.path / "firecracker.log"
-        self.api = ApiClient(self.dir.path / "api.sock")
+        self.jail: Jail | None = None
+        if backend.jail is not None:
+            self.jail = Jail(backend.jail, self.vm_id, backend.exec_name)
+        #: Where this VM's files are on the host: the state dir, or the jail's chroot.
+        self.host_dir = self.jail.root if self.jail else self.dir.path
+        self.log_path = self.host_dir / "firecracker.log"
+        self.api = ApiClient(self.host_dir / "api.sock")
         #: The vsock device's host socket; the agent listens on guest port ``agent_port``.
-        self.vsock_uds = self.dir.path / "v.sock"
+        self.vsock_uds = self.host_dir / "v.sock"
         self.agent_port = AGENT_PORT
+        self.guest_cid = GUEST_CID
         self.agent_endpoint = AgentEndpoint.vsock(self.vsock_uds, self.agent_port)
         self.network: VmNetwork | None = VmNetwork(self.vm_id) if backend.network else None
-        self.pid: int | None = None
+        self.process = VmmProcess(self.vm_id)
         self.paused = False
         #: Set by ``backend.restore``: ``start()`` loads it instead of booting.
         self.snapshot: SnapshotFiles | None = None
         self.started_at = 0.0
         #: Seconds per start step (disk copy, API up, configure, InstanceStart or load).
         self.timings: dict[str, float] = {}
-        self._proc: asyncio.subprocess.Process | None = None
+        #: What firecracker is given to read, host paths or their places in the jail:
+        #: (kernel, initrd) for a boot, (vmstate, memory) for a restore.
+        self._inputs: tuple[Path, Path | None] = (Path(), None)
         self._skipped: dict[Phase, str] = {}
 
     def _restored(self) -> None:
@@ -296,6 +227,10 @@ class FirecrackerInstance:
         self.readiness.reached[Phase.STATE_RESTORED] = round(time.monotonic() - self.started_at, 3)
         self._skipped = dict(RESTORE_SKIPPED)
         self.readiness.skipped.update(self._skipped)
+
+    @property
+    def network_on(self) -> bool:
+        return self.network is not None
 
     def seen(self, name: str) -> Path:
         """The path firecracker is given for a file of this VM (stable across clones)."""
@@ -309,12 +244,13 @@ class FirecrackerInstance:
         if self.state is not InstanceState.CREATED:
             raise VmError(f"instance {self.spec.instance_id} was already started")
         self.state = InstanceState.FAILED  # until firecracker runs
-        artifacts = None if snapshot is not None else await self._checked_artifacts()
-        if snapshot is not None and Path(snapshot.meta["vm_dir"]) != self.backend.vm_dir:
-            raise VmError(
-                f"snapshot {snapshot.directory} records its files under {snapshot.meta['vm_dir']}, "
-                f"this backend uses {self.backend.vm_dir}: restore it with the same vm_dir"
-            )
+        artifacts = (
+            None
+            if snapshot is not None
+            else fcboot.checked_artifacts(await self.backend.artifacts(self.spec))
+        )
+        if snapshot is not None:
+            snapshot.check_vm_dir(self.backend.vm_dir)
         self.dir.create(self.spec.agent_token, self.spec.agent_env)
         try:
             await self._prepare(artifacts, snapshot)
@@ -329,11 +265,9 @@ class FirecrackerInstance:
                 await self.api.instance_start()
                 self.timings["instance_start"] = time.monotonic() - t
             else:
-                await self.api.snapshot_load(
-                    snapshot.file(SnapshotFiles.VMSTATE),
-                    snapshot.file(SnapshotFiles.MEMORY),
-                    resume=True,
-                )
+                vmstate, memory = self._inputs
+                assert memory is not None
+                await self.api.snapshot_load(vmstate, memory, resume=True)
                 self.timings["snapshot_load"] = time.monotonic() - t
                 self._restored()
         except BaseException as exc:
@@ -348,19 +282,24 @@ class FirecrackerInstance:
             raise
         self.state = InstanceState.STARTING
 
-    async def _checked_artifacts(self) -> VmArtifacts:
-        artifacts = await self.backend.artifacts(self.spec)
-        for what, path in (("kernel", artifacts.vmlinux), ("root disk", artifacts.disk)):
-            if not path.is_file():
-                raise VmError(
-                    f"the VM {what} {path} does not exist (build the image's VM artifacts)"
-                )
-        if artifacts.initrd is not None and not artifacts.initrd.is_file():
-            raise VmError(f"the VM initrd {artifacts.initrd} does not exist")
-        return artifacts
-
     async def _prepare(self, artifacts: VmArtifacts | None, snapshot: SnapshotFiles | None) -> None:
-        d = self.dir.path
+        d = self.host_dir
+        if snapshot is not None and bool(snapshot.meta.get("network")) != bool(self.network):
+            self.network = VmNetwork(self.vm_id) if snapshot.meta.get("network") else None
+        if self.jail is not None:
+            self.jail.plan_cgroups(self.spec.memory_mib, self.spec.vcpus)
+        self._write_meta()  # before anything exists that reap would have to remove
+        if artifacts is not None:
+            names, self._inputs = ("vmlinux", "initrd.img"), (artifacts.vmlinux, artifacts.initrd)
+        else:
+            assert snapshot is not None
+            names = (SnapshotFiles.VMSTATE, SnapshotFiles.MEMORY)
+            self._inputs = (snapshot.file(names[0]), snapshot.file(names[1]))
+        if self.jail is not None:
+            t = time.monotonic()
+            self.jail.create()
+            self._inputs = self.jail.stage(self._inputs, names)
+            self.timings["jail_files"] = time.monotonic() - t
         t = time.monotonic()
         disk = (
             snapshot.file(SnapshotFiles.DISK) if snapshot else artifacts.disk if artifacts else None
@@ -368,47 +307,42 @@ class FirecrackerInstance:
         assert disk is not None
         await cow_copy(disk, d / "rootfs.ext4")
         self.timings["disk_copy"] = time.monotonic() - t
-        write_config_disk(d / "config.disk", self.spec.agent_token, self.spec.agent_env)
-        if snapshot is not None and bool(snapshot.meta.get("network")) != bool(self.network):
-            self.network = VmNetwork(self.vm_id) if snapshot.meta.get("network") else None
-        self._write_meta()
+        fcboot.write_config_disk(d / "config.disk", self.spec.agent_token, self.spec.agent_env)
+        if self.jail is not None:
+            self.jail.own(d / "rootfs.ext4")
+            self.jail.own(d / "config.disk")
         if self.network is not None:
             await self.network.create()
 
     def launch_argv(self) -> list[str]:
+        if self.jail is not None:
+            netns = self.network.handle if self.network else None
+            fc_args = [
+                "--api-sock", str(self.seen("api.sock")), "--log-path",
+                str(self.seen("firecracker.log")), "--level", "Info", "--show-level",
+            ]  # fmt: skip
+            return self.jail.argv(self.backend.jailer, self.backend.firecracker, netns, fc_args)
         fc = [
             str(self.backend.firecracker), "--id", self.vm_id, "--api-sock", str(self.api.socket),
             "--log-path", str(self.log_path), "--level", "Info", "--show-level",
         ]  # fmt: skip
-        argv = [
-            "unshare", "--mount", "--propagation", "private", "--",
-            "/bin/sh", "-c", LAUNCHER, "remotecli-fc", str(self.dir.path),
-            str(self.backend.vm_dir), *fc,
-        ]  # fmt: skip
-        if self.network is not None:
-            argv = ["nsenter", f"--net={self.network.handle}", "--", *argv]
-        return argv
+        netns = self.network.handle if self.network else None
+        return fcproc.bound_vm_dir_argv(self.dir.path, self.backend.vm_dir, netns, fc)
 
     async def _spawn(self) -> None:
-        self.log_path.touch(mode=0o600)
-        self.backend.vm_dir.mkdir(parents=True, exist_ok=True)  # the bind mount's target
-        with self.console_path.open("ab") as console:
-            self.started_at = time.monotonic()
-            # Long-lived, so not proc.run: its own session (a signal to the
-            # controller's group must not take VMs down with it).
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.launch_argv(), stdin=asyncio.subprocess.DEVNULL, stdout=console,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        self.pid = self._proc.pid
+        if self.jail is None:
+            self.log_path.touch(mode=0o600)
+            self.backend.vm_dir.mkdir(parents=True, exist_ok=True)  # the bind mount's target
+        self.started_at = time.monotonic()
+        await self.process.spawn(self.launch_argv(), self.console_path)
         self._write_meta()
 
     async def _wait_api(self) -> None:
         limit = self.spec.deadlines[Phase.VMM_STARTED]
         try:
-            waited = await self.api.wait_until_up(limit, alive=self._alive)
+            waited = await self.api.wait_until_up(limit, alive=self.process.alive)
         except VmError as exc:
-            await self._wait_exit(1.0)
+            await self.process.wait_exit(1.0)
             waited = time.monotonic() - self.started_at
             raise self._not_ready(Phase.VMM_STARTED, waited, str(exc)) from None
         self.timings["api_up"] = waited
@@ -418,10 +352,10 @@ class FirecrackerInstance:
         api = self.api
         await api.machine_config(vcpus=self.spec.vcpus, memory_mib=self.spec.memory_mib)
         args = boot_args(f"{artifacts.cmdline} {self.backend.extra_boot_args}")
-        await api.boot_source(artifacts.vmlinux, args, artifacts.initrd)
+        await api.boot_source(*self._inputs[:1], args, self._inputs[1])
         await api.drive("rootfs", self.seen("rootfs.ext4"), root=True)
         await api.drive("config", self.seen("config.disk"), read_only=True)
-        await api.vsock(self.seen("v.sock"), GUEST_CID)
+        await api.vsock(self.seen("v.sock"), self.guest_cid)
         if self.network is not None:
             await api.network_interface("eth0", self.network.tap, GUEST_MAC)
 
@@ -468,56 +402,20 @@ class FirecrackerInstance:
         """
         if self.state not in (InstanceState.STARTING, InstanceState.READY):
             raise VmError(f"instance {self.spec.instance_id} is {self.state}: nothing to snapshot")
-        _new_snapshot_dir(directory)
+        new_snapshot_dir(directory)
         if not self.paused:
             await self.pause()
-        t = time.monotonic()
-        # Host paths: the snapshot files are not recorded in the snapshot itself.
-        await self.api.snapshot_create(
-            directory / SnapshotFiles.VMSTATE, directory / SnapshotFiles.MEMORY
-        )
-        self.timings["snapshot_create"] = time.monotonic() - t
-        # While paused, so the disk matches the memory image exactly.
-        t = time.monotonic()
-        await cow_copy(self.dir.path / "rootfs.ext4", directory / SnapshotFiles.DISK)
-        shutil.copyfile(self.dir.path / "config.disk", directory / SnapshotFiles.CONFIG)
-        self.timings["snapshot_disk_copy"] = time.monotonic() - t
-        meta = {
-            "format": SNAPSHOT_FORMAT,
-            "backend": "firecracker",
-            "firecracker_version": fcbin.VERSION,
-            "source_instance": self.spec.instance_id,
-            "image": str(self.spec.image),
-            "golden_token": self.spec.agent_token,
-            "boot_phases": dict(boot_phases or self.readiness.durations()),
-            "created_at": time.time(),
-            "vm_dir": str(self.backend.vm_dir),
-            "drives": {
-                "rootfs": str(self.seen("rootfs.ext4")), "config": str(self.seen("config.disk")),
-            },
-            "vsock": {
-                "guest_cid": GUEST_CID, "uds_path": str(self.seen("v.sock")),
-                "agent_port": self.agent_port,
-            },
-            "network": self.network is not None,
-            "memory_mib": self.spec.memory_mib,
-            "vcpus": self.spec.vcpus,
-        }  # fmt: skip
-        statedir.write_private(directory / SNAPSHOT_META, json.dumps(meta, indent=2) + "\n")
-        return SnapshotFiles.load(directory)
+        return await fcsnapshot.save(self, directory, boot_phases or self.readiness.durations())
 
     # -- teardown ----------------------------------------------------------------
 
     async def destroy(self) -> None:
         """Kill firecracker (the disk is thrown away: nothing to shut down cleanly), verify."""
-        if self._alive():
-            assert self.pid is not None
-            proc.kill_group(self.pid)  # its own session: pgid == pid
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            await self._wait_exit(5.0)
+        await self.process.kill()
         if self.network is not None:
             await self.network.delete()
+        if self.jail is not None:
+            await self.jail.remove()
         self.dir.remove()
         problems = self._leftovers()
         self.state = InstanceState.STOPPED
@@ -529,22 +427,23 @@ class FirecrackerInstance:
 
     def _leftovers(self) -> list[str]:
         problems = []
-        if self._alive():
-            problems.append(f"firecracker pid {self.pid} still runs")
+        if self.process.alive():
+            problems.append(f"firecracker pid {self.process.pid} still runs")
         if self.dir.path.exists():
             problems.append(f"state directory {self.dir.path}")
         if self.network is not None and self.network.exists():
             problems.append(f"network namespace {self.network.netns}")
         problems += [f"mount {m}" for m in statedir.mounts_under(self.dir.path)]
-        problems += [f"mount {m}" for m in statedir.mounts_under(self.backend.vm_dir)]
+        if self.jail is not None:
+            problems += self.jail.leftovers()
+        else:
+            problems += [f"mount {m}" for m in statedir.mounts_under(self.backend.vm_dir)]
         return problems
 
     # -- evidence ------------------------------------------------------------------
 
     def exit_code(self) -> int | None:
-        if self._proc is not None:
-            return self._proc.returncode
-        return None if self._alive() else -1  # adopted by reap(): status unknown
+        return self.process.exit_code()
 
     def console_tail(self, max_chars: int = 4000) -> str:
         return readiness.console_tail(self.console_path, max_chars)
@@ -580,31 +479,12 @@ class FirecrackerInstance:
 
     def _write_meta(self) -> None:
         self.dir.write_meta({
-            "backend": "firecracker", "vm_id": self.vm_id, "pid": self.pid,
+            "backend": "firecracker", "vm_id": self.vm_id, "pid": self.process.pid,
             "firecracker": str(self.backend._firecracker or ""), "vm_dir": str(self.backend.vm_dir),
             "netns": self.network.netns if self.network else None,
             "vsock_uds": str(self.vsock_uds), "agent_port": self.agent_port,
+            "jail": self.jail.to_meta() if self.jail else None,
         })  # fmt: skip
-
-    def _alive(self) -> bool:
-        if self._proc is not None:
-            return self._proc.returncode is None
-        return statedir.pid_alive(self.pid, self.vm_id)
-
-    async def _wait_exit(self, timeout: float) -> bool:
-        if self._proc is not None:
-            try:
-                await asyncio.wait_for(self._proc.wait(), timeout)
-            except TimeoutError:
-                return False
-            return True
-        return await statedir.wait_gone(self.pid, self.vm_id, timeout)
-
-
-def _new_snapshot_dir(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    if (directory / SNAPSHOT_META).exists():
-        raise VmError(f"{directory} already holds a snapshot")
 
 
 def _with_hint(exc: NotReady, evidence: str) -> NotReady:

@@ -6,7 +6,8 @@
   kernel when its artifacts are cached, else none (skip), with a 64 MiB empty
   ext4 disk (the API and snapshot tests never need a root filesystem).
 - ``fc_lab``: instances on a private state root and ``vm_dir``; every instance
-  is destroyed (and verified gone) after the test.
+  is destroyed (and verified gone) after the test. ``fc_lab.jail = True`` runs
+  them under the real jailer (chroots below ``fc_lab.chroot_base``, uid/gid 65534).
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class FcLab:
     artifacts: VmArtifacts | None
     network: bool = False
     extra_boot_args: str = ""
+    jail: bool = False
+    chroot_base: Path | None = None
     created: list[FirecrackerInstance] = field(default_factory=list)
 
     def backend(self, *, firecracker: Path | None = None, network: bool | None = None) -> (
@@ -98,10 +101,14 @@ class FcLab:
             assert arts is not None
             return arts
 
+        jailer = fcbin.find("jailer") if self.jail else None
+        if self.jail and jailer is None:
+            pytest.skip("no jailer binary: " + fcbin.INSTALL_HINT)
         return FirecrackerBackend(
             self.root / "state", artifacts=artifacts, firecracker=firecracker or self.binary,
             network=self.network if network is None else network, vm_dir=self.root / "vm",
-            extra_boot_args=self.extra_boot_args,
+            extra_boot_args=self.extra_boot_args, jailer=jailer or False,
+            chroot_base=self.chroot_base or self.root / "j",
         )  # fmt: skip
 
     def spec(self, name: str, *, memory_mib: int = 128, deadlines: Deadlines | None = None) -> (
@@ -139,5 +146,6 @@ async def fc_lab(
                 except VmError as exc:
                     problems.append(exc.message)
             left = sorted(p.name for p in (lab.root / "state").glob("*"))
+            left += sorted(str(p) for p in (lab.chroot_base or lab.root / "j").glob("*/*"))
             if problems or left:
                 pytest.fail(f"left behind: {problems} {left}")

@@ -141,7 +141,11 @@ async def test_destroy_leaves_nothing_and_reap_finds_a_lost_instance(fc_lab: FcL
     assert await fresh.list_running() == []
 
 
-async def test_a_missing_kernel_is_named_before_anything_is_made(fc_lab: FcLab) -> None:
+@pytest.mark.parametrize("jailed", [False, True], ids=["plain", "jailer"])
+async def test_a_missing_kernel_is_named_before_anything_is_made(
+    fc_lab: FcLab, jailed: bool
+) -> None:
+    fc_lab.jail = jailed
     assert fc_lab.artifacts is not None
     fc_lab.artifacts = type(fc_lab.artifacts)(  # type: ignore[call-arg]
         fc_lab.artifacts.disk, Path("/nonexistent/vmlinux"), None, "console=ttyS0"
@@ -150,6 +154,7 @@ async def test_a_missing_kernel_is_named_before_anything_is_made(fc_lab: FcLab) 
     with pytest.raises(VmError, match="the VM kernel /nonexistent/vmlinux does not exist"):
         await instance.start()
     assert not instance.dir.path.exists()
+    assert instance.jail is None or not instance.jail.top.exists()
 
 
 async def test_a_kernel_firecracker_cannot_load_is_refused_with_its_fault_message(

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from remotecli.errors import NotReady
+from remotecli.vmm import fcbin
 from remotecli.vmm.base import Deadlines, Phase
 from remotecli.vmm.firecracker import FirecrackerBackend, VmArtifacts
 from tests.vmm.firecracker.conftest import NEEDS_HW_VIRT, FcLab, hardware_virt
@@ -54,14 +55,22 @@ async def test_without_hardware_virt_the_banner_arrives_then_firecracker_reports
 
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(not hardware_virt(), reason=NEEDS_HW_VIRT)
+@pytest.mark.parametrize("jailed", [False, True], ids=["plain", "jailer"])
 async def test_full_boot_snapshot_restore_and_agent_round_trip(
-    fc_binary: Path, golden_vm: VmArtifacts, tmp_path: Path
+    fc_binary: Path, golden_vm: VmArtifacts, tmp_path: Path, jailed: bool
 ) -> None:
+    """Cold boot, snapshot, restore, agent over vsock; with the jailer the vsock socket is
+    the clone's own, inside its own chroot, at the path the golden VM's snapshot recorded."""
+
     async def artifacts(spec: object) -> VmArtifacts:
         return golden_vm
 
+    jailer = fcbin.find("jailer") if jailed else None
+    if jailed and jailer is None:
+        pytest.skip("no jailer binary: " + fcbin.INSTALL_HINT)
     backend = FirecrackerBackend(tmp_path / "s", artifacts=artifacts, firecracker=fc_binary,
-                                 vm_dir=tmp_path / "vm")  # fmt: skip
+                                 vm_dir=tmp_path / "vm", jailer=jailer or False,
+                                 chroot_base=tmp_path / "j")  # fmt: skip
     lab = FcLab(tmp_path, fc_binary, golden_vm)
     spec = lab.spec("gold", memory_mib=512)
     snap = await backend.create_snapshot(spec, tmp_path / "snap")
@@ -76,5 +85,8 @@ async def test_full_boot_snapshot_restore_and_agent_round_trip(
         async with httpx.AsyncClient(transport=clone.agent_endpoint.transport()) as client:
             health = await client.get("http://agent/health")
         assert (health.status_code, health.json()["status"]) == (200, "ok")
+        if jailed:
+            assert clone.jail is not None
+            assert clone.agent_endpoint.path == clone.jail.root / "v.sock"
     finally:
         await clone.destroy()
