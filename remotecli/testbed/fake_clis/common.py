@@ -1,6 +1,14 @@
 """What the three fake CLIs share: finding the test bed, HTTP, credential files, the "model".
 
 Stdlib only: the fakes run on a bare ``python3`` in the guest image.
+Two addresses, as real providers have: ``$REMOTECLI_TESTBED_URL`` is what the
+user's browser opens (the printed sign-in URLs, redirect URIs), and
+``$REMOTECLI_TESTBED_API_URL`` (default: the same) is what the CLI itself
+calls (token exchange, refresh, device-code start and poll, userinfo, the
+prompt API): ``http`` sends every request for the first to the second. A CLI
+in a VM reaches the server through a forward at another address than the
+browser on the host.
+
 The "model" is deterministic (see ``Script``): the reply is ``You said: <prompt>``
 in at least two chunks; "run a tool" adds one shell tool use (``echo hello``);
 a prompt starting with ``fail:`` fails the way that CLI fails; ``hang`` sleeps
@@ -24,6 +32,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit
 
 SERVER_ENV = "REMOTECLI_TESTBED_URL"
+API_ENV = "REMOTECLI_TESTBED_API_URL"
 TOOL_COMMAND = "echo hello"
 TOOL_OUTPUT = "hello\n"
 
@@ -38,6 +47,15 @@ def server_url(prog: str) -> str:
             f"and export {SERVER_ENV}=<its URL>.",
             2,
         )
+    return url
+
+
+def api_url(url: str) -> str:
+    """``url`` as the CLI itself calls it: moved from $REMOTECLI_TESTBED_URL to the API URL."""
+    browser = os.environ.get(SERVER_ENV, "").strip().rstrip("/")
+    api = os.environ.get(API_ENV, "").strip().rstrip("/")
+    if api and browser and (url == browser or url.startswith(browser + "/")):
+        return api + url[len(browser) :]
     return url
 
 
@@ -86,7 +104,11 @@ def http(
     bearer: str | None = None,
     timeout: float = 15.0,
 ) -> Response:
-    """One request with no proxies (the test bed is on loopback); never raises on HTTP status."""
+    """One request with no proxies (the test bed is on loopback); never raises on HTTP status.
+
+    Sent to ``api_url(url)``: the CLI's own calls go to the API address.
+    """
+    url = api_url(url)
     if urlsplit(url).scheme not in ("http", "https"):
         raise TransportError(f"not an http URL: {url}")
     headers = {"Accept": "application/json", "User-Agent": "remotecli-testbed-fake-cli"}
