@@ -180,6 +180,19 @@ def _no_init(ev: Evidence) -> Diagnosis | None:
     )
 
 
+def _vm_init_failed(ev: Evidence) -> Diagnosis | None:
+    """A VM's initramfs (images/initramfs.py) said why it gave up, then powered off."""
+    failed = [ln.strip() for ln in lines(ev.console) if "remotecli-init: FAILED:" in ln]
+    if not failed:
+        return None
+    return Diagnosis(
+        "vm_init_failed",
+        f"The VM's initramfs gave up before systemd: {failed[-1]!r}. It finds the root disk by "
+        "its ext4 label and the config disk by its first bytes; check the VM artifacts "
+        "(remotecli image vm) and the drives the backend attached.",
+    )
+
+
 def _vmm_exited(ev: Evidence) -> Diagnosis | None:
     if ev.exit_code is None or ev.last_phase not in (None, Phase.VMM_STARTED, Phase.KERNEL_BOOTED):
         return None
@@ -382,8 +395,8 @@ def _unhealthy(ev: Evidence) -> Diagnosis | None:
 
 
 RULES: tuple[Callable[[Evidence], Diagnosis | None], ...] = (
-    _no_init, _unit_unloadable, _config_error, _port_in_use, _crashed, _vmm_exited, _exited,
-    _start_job_blocked, _not_enabled, _silent, _unhealthy,
+    _vm_init_failed, _no_init, _unit_unloadable, _config_error, _port_in_use, _crashed,
+    _vmm_exited, _exited, _start_job_blocked, _not_enabled, _silent, _unhealthy,
 )  # fmt: skip
 
 
