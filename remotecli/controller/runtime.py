@@ -1,10 +1,11 @@
 """Which backend and which golden image the controller's VMs run on, from the settings.
 
-- ``backend = "auto"``: the best backend ``remotecli doctor`` finds among the
-  ones implemented here (nspawn, fake). In production the fake backend is
-  never picked (it isolates nothing): no isolating backend is an error.
-- ``backend = "nspawn" | "fake"``: that one, or an error saying why this host
-  cannot run it.
+- ``backend = "auto"``: the best backend ``remotecli doctor`` finds
+  (firecracker, then qemu with KVM, then nspawn; QEMU under software
+  emulation is never picked automatically). In production the fake backend
+  is never picked (it isolates nothing): no isolating backend is an error.
+- ``backend = "firecracker" | "qemu" | "nspawn" | "fake"``: that one, or an
+  error saying why this host cannot run it.
 - The image: ``settings.image``; else, in demo/test mode, the test image
   (built on first use, ~1 min); else the newest sealed image with real CLIs.
   The fake backend needs none (it runs the agent from this checkout).
@@ -28,11 +29,13 @@ from remotecli.testbed import fake_cli_bin_dir
 from remotecli.vmm import hostcheck, statedir
 from remotecli.vmm.base import Backend
 from remotecli.vmm.fake import FakeBackend
+from remotecli.vmm.firecracker import FirecrackerBackend
 from remotecli.vmm.nspawn import NspawnBackend
+from remotecli.vmm.qemu import QemuBackend
 
 log = logging.getLogger("remotecli.controller.runtime")
 
-IMPLEMENTED = ("nspawn", "fake")
+IMPLEMENTED = ("firecracker", "qemu", "nspawn", "fake")
 #: What follows the state root in the longest path we make: the agent's socket.
 SOCKET_SUFFIX = "/vm-0123456789abcdef/run/agent.sock"
 
@@ -94,6 +97,13 @@ def make_backend(name: str, settings: Settings) -> Backend:
     root = state_root(settings, name)
     if name == "nspawn":
         return NspawnBackend(root)
+    if name == "qemu":
+        return QemuBackend(root)
+    if name == "firecracker":
+        jailer = settings.firecracker_jailer
+        if jailer is None:
+            jailer = settings.environment == "production"
+        return FirecrackerBackend(root, jailer=jailer)
     if name == "fake":
         # The fake backend runs the agent on this host: in demo/test mode it
         # gets the test bed's fake CLIs, otherwise whatever CLIs are on PATH.

@@ -34,12 +34,15 @@ class Settings(BaseSettings):
     #: Used when ``vault_keys`` is unset: created with mode 0600 on first start.
     vault_key_file: Path | None = None
     #: "auto" picks the best backend this host runs (see ``remotecli doctor``).
-    backend: Literal["auto", "nspawn", "fake"] = "auto"
+    backend: Literal["auto", "firecracker", "qemu", "nspawn", "fake"] = "auto"
     #: The golden image directory; default: build/reuse the test-CLI image in
     #: demo mode, else the newest built image.
     image: Path | None = None
     #: OFFLINE DEMO: the test bed's OAuth server and fake CLIs stand in for the providers.
     demo: bool = False
+    #: Run Firecracker under its jailer (chroot, unprivileged uid, cgroup limits).
+    #: Default: on in production, off elsewhere.
+    firecracker_jailer: bool | None = None
     #: Restore VMs from a golden snapshot where the backend can (qemu, firecracker).
     snapshots: bool = True
     warm_pool_auth: int = 1

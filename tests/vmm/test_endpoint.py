@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,9 +27,9 @@ GUEST_PORT = 8080
 
 
 @pytest.fixture
-def tcp_agent(tmp_path: Path) -> AsyncIterator[RunningAgent]:
+def tcp_agent(tmp_path: Path) -> Iterator[RunningAgent]:
     with run_agent(tmp_path, tcp=True) as running:
-        yield running  # type: ignore[misc]
+        yield running
 
 
 @contextlib.asynccontextmanager
