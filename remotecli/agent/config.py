@@ -25,6 +25,7 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Variables a CLI may legitimately need from the agent's own environment.
 DEFAULT_PASS_ENV = (
     "REMOTECLI_TESTBED_URL",  # the offline test bed's OAuth server (fake CLIs only)
+    "REMOTECLI_TESTBED_API_URL",  # where the fake CLIs call it from a VM (a forward)
     "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy",
     "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "GOOGLE_CLOUD_PROJECT",
 )  # fmt: skip

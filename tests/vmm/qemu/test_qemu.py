@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.agent.config import DEFAULT_PASS_ENV
 from remotecli.agentclient import AgentClient, AgentRequestError
 from remotecli.errors import NotReady, VmError
 from remotecli.images.checklist import validate
 from remotecli.testbed import login
-from remotecli.testbed.fake_clis.common import API_ENV
 from remotecli.vmm import statedir
 from remotecli.vmm.base import Deadlines, InstanceSpec, Phase, Snapshot
 from remotecli.vmm.endpoint import AgentEndpoint
@@ -97,12 +95,6 @@ async def test_two_clones_of_one_snapshot_answer_independently(
         await clone.destroy()
 
 
-@pytest.mark.xfail(
-    reason="identity.py mixes the new entropy into the pool but does not reseed the kernel's "
-    "CRNG (ioctl RNDRESEEDCRNG): clones of one snapshot draw the same random bytes until "
-    "the kernel's own reseed interval passes",
-    strict=True,
-)
 async def test_clones_draw_different_random_numbers(golden: Snapshot, qlab: QemuLab) -> None:
     ids = []
     for name in ("rand-a", "rand-b"):
@@ -115,10 +107,6 @@ async def test_clones_draw_different_random_numbers(golden: Snapshot, qlab: Qemu
     assert ids[0] != ids[1]
 
 
-@pytest.mark.skipif(
-    API_ENV not in DEFAULT_PASS_ENV,
-    reason=f"the agent does not pass {API_ENV} to the CLIs yet (agent/config.py DEFAULT_PASS_ENV)",
-)
 async def test_every_provider_logs_in_through_the_forward(golden: Snapshot, qlab: QemuLab) -> None:
     clone = await qlab.restore("login", golden)
     async with AgentClient(clone.agent_endpoint, clone.spec.agent_token) as agent:
