@@ -15,8 +15,8 @@ import os
 from collections.abc import Callable
 
 from remotecli.controller.context import AppContext
-from remotecli.controller.vms import get_manager
-from remotecli.testbed import TESTBED_URL_ENV, OAuthServer
+from remotecli.controller.vms import GUEST_SERVICES, get_manager
+from remotecli.testbed import TESTBED_API_URL_ENV, TESTBED_URL_ENV, OAuthServer
 from remotecli.testbed.netns import listen_in_netns
 from remotecli.vmm.base import Instance
 
@@ -63,6 +63,10 @@ async def start_service(context: AppContext) -> None:
     demo = Demo()
     context.services[SERVICE] = demo
     context.services[AGENT_ENV] = {TESTBED_URL_ENV: demo.server.url}
+    # The fake CLIs' own requests (token exchange, device polling, the model
+    # API): a VM reaches the test bed through its backend's guest forward.
+    port = int(demo.server.url.rsplit(":", 1)[1])
+    context.services[GUEST_SERVICES] = {TESTBED_API_URL_ENV: port}
     log.warning("OFFLINE DEMO: the providers are the test bed at %s", demo.server.url)
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from remotecli.controller.settings import Settings
@@ -31,7 +32,7 @@ from remotecli.vmm.base import Backend
 from remotecli.vmm.fake import FakeBackend
 from remotecli.vmm.firecracker import FirecrackerBackend
 from remotecli.vmm.nspawn import NspawnBackend
-from remotecli.vmm.qemu import QemuBackend
+from remotecli.vmm.qemu import GuestForward, QemuBackend
 
 log = logging.getLogger("remotecli.controller.runtime")
 
@@ -48,6 +49,8 @@ class Runtime:
     reason: str
     #: Other backends whose instances a previous run may have left on this host.
     stale: tuple[Backend, ...] = ()
+    #: ``ENV_NAME=URL`` for each guest service, as the guests reach it.
+    agent_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def demo_or_test(settings: Settings) -> bool:
@@ -93,12 +96,24 @@ def choose_backend(
     return picked.name, f"auto: {'; '.join(picked.reasons)}"
 
 
-def make_backend(name: str, settings: Settings) -> Backend:
+def guest_urls(name: str, services: Mapping[str, int]) -> dict[str, str]:
+    """Where a guest of backend ``name`` reaches each host loopback service."""
+    if name == "qemu":
+        return {env: GuestForward(port).guest_url for env, port in services.items()}
+    # nspawn: the demo serves inside each container at the same address; fake:
+    # the host's loopback. Firecracker VMs have no forward (no host services).
+    return {env: f"http://127.0.0.1:{port}" for env, port in services.items()}
+
+
+def make_backend(
+    name: str, settings: Settings, guest_services: Mapping[str, int] | None = None
+) -> Backend:
     root = state_root(settings, name)
     if name == "nspawn":
         return NspawnBackend(root)
     if name == "qemu":
-        return QemuBackend(root)
+        ports = sorted(set((guest_services or {}).values()))
+        return QemuBackend(root, forwards=[GuestForward(p) for p in ports])
     if name == "firecracker":
         jailer = settings.firecracker_jailer
         if jailer is None:
@@ -138,9 +153,12 @@ async def choose_image(settings: Settings, backend: str, cache: Path | None = No
     return await asyncio.to_thread(_load, usable[0].path)
 
 
-async def build_runtime(settings: Settings, cache: Path | None = None) -> Runtime:
+async def build_runtime(
+    settings: Settings, cache: Path | None = None, guest_services: Mapping[str, int] | None = None
+) -> Runtime:
     name, reason = choose_backend(settings)
-    backend = make_backend(name, settings)
+    services = dict(guest_services or {})
+    backend = make_backend(name, settings, services)
     image = await choose_image(settings, name, cache)
     stale = []
     for other in IMPLEMENTED:
@@ -153,4 +171,4 @@ async def build_runtime(settings: Settings, cache: Path | None = None) -> Runtim
         )  # fmt: skip
     else:
         log.info("VMs run on the %s backend (%s), image %s", name, reason, image)
-    return Runtime(backend, image, reason, tuple(stale))
+    return Runtime(backend, image, reason, tuple(stale), guest_urls(name, services))

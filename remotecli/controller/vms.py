@@ -63,8 +63,8 @@ from remotecli.vmm import readiness as readiness_mod
 from remotecli.vmm.base import Backend, Deadlines, Instance, Snapshot
 
 __all__ = [
-    "AGENT_ENV", "HOOK_SECONDS", "SERVICE", "Health", "VmHandle", "VmManager", "get_manager",
-    "start_service", "stop_service",
+    "AGENT_ENV", "GUEST_SERVICES", "HOOK_SECONDS", "SERVICE", "Health", "VmHandle", "VmManager",
+    "get_manager", "start_service", "stop_service",
 ]  # fmt: skip
 
 log = logging.getLogger("remotecli.controller.vms")
@@ -73,6 +73,11 @@ SERVICE = "vms"
 #: ``context.services[AGENT_ENV]``, when an earlier startup hook sets it (the
 #: demo's test bed URL), is passed to every VM's agent.
 AGENT_ENV = "vm_agent_env"
+#: ``context.services[GUEST_SERVICES]``: ``{ENV_NAME: host_port}``, host
+#: loopback services every VM must reach (the demo's test bed). The backend
+#: makes each reachable (a guest forward on QEMU; the same address elsewhere)
+#: and the agent gets ``ENV_NAME=<the URL as the guest sees it>``.
+GUEST_SERVICES = "vm_guest_services"
 STOPPING = "the controller stopped while it started"
 
 _NO_ENV: Mapping[str, str] = MappingProxyType({})
@@ -447,11 +452,13 @@ async def start_service(
     """
     reason = "given by the caller"
     stale: tuple[Backend, ...] = ()
+    env = dict(agent_env if agent_env is not None else context.services.get(AGENT_ENV, {}))
     if backend is None:
-        runtime = await build_runtime(context.settings)
+        services = context.services.get(GUEST_SERVICES, {})
+        runtime = await build_runtime(context.settings, guest_services=services)
         backend, reason, stale = runtime.backend, runtime.reason, runtime.stale
         image_rootfs = image_rootfs or runtime.image_rootfs
-    env = agent_env if agent_env is not None else context.services.get(AGENT_ENV, {})
+        env.update(runtime.agent_env)
     manager = VmManager(
         context, backend, image_rootfs or Path("/"), agent_env=env, deadlines=deadlines,
         stale_backends=stale, pool_backoff=pool_backoff,

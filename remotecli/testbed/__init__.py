@@ -25,9 +25,12 @@ from remotecli.testbed.records import IssuedToken, OAuthError
 
 #: The environment variable through which the fake CLIs find the fake server.
 TESTBED_URL_ENV = "REMOTECLI_TESTBED_URL"
+#: Where the fake CLIs send their own requests (default: TESTBED_URL_ENV's value).
+TESTBED_API_URL_ENV = "REMOTECLI_TESTBED_API_URL"
 
 __all__ = [
     "DEFAULT_USERS",
+    "TESTBED_API_URL_ENV",
     "TESTBED_URL_ENV",
     "BrowserError",
     "BrowserOutcome",
