@@ -20,17 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from stats import pct
+
 from remotecli.images import vm
 from remotecli.images.build import build_image
 from remotecli.images.recipe import BuildOptions
 from remotecli.vmm import fcbin, hostcheck
 from remotecli.vmm.base import InstanceSpec
 from remotecli.vmm.firecracker import FirecrackerBackend, VmArtifacts
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _spec(rootfs: Path, name: str, memory: int) -> InstanceSpec:
@@ -77,7 +74,7 @@ async def main(runs: int, memory: int) -> None:
     )
     print(f"  {'step':<28} {'p50 ms':>9} {'p99 ms':>9}")
     for key, values in samples.items():
-        p50, p99 = _pct(values, 0.5) * 1000, _pct(values, 0.99) * 1000
+        p50, p99 = pct(values, 0.5) * 1000, pct(values, 0.99) * 1000
         print(f"  {key:<28} {p50:>9.1f} {p99:>9.1f}")
     if not hostcheck.gather().kvm_usable:
         print("cold boot vs restore to AGENT_READY: skipped (no hardware virtualization here)")

@@ -17,15 +17,12 @@ import statistics
 import time
 from pathlib import Path
 
+from stats import phase_table
+
 from remotecli.images.build import build_image
 from remotecli.images.recipe import BuildOptions
-from remotecli.vmm.base import PHASES, InstanceSpec, Readiness
+from remotecli.vmm.base import InstanceSpec, Readiness
 from remotecli.vmm.nspawn import NspawnBackend, NspawnInstance
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _spec(rootfs: Path, n: int) -> InstanceSpec:
@@ -33,22 +30,6 @@ def _spec(rootfs: Path, n: int) -> InstanceSpec:
         image=rootfs, instance_id=f"bench-{n}-{secrets.token_hex(3)}",
         agent_token=secrets.token_urlsafe(24),
     )  # fmt: skip
-
-
-def _table(title: str, runs: list[tuple[Readiness, float]]) -> None:
-    print(f"\n{title} ({len(runs)} starts)")
-    print(f"  {'phase':<16} {'p50 ms':>8} {'p99 ms':>8}")
-    for phase in PHASES:
-        values = [
-            r.durations()[phase.value] * 1000 for r, _ in runs if phase.value in r.durations()
-        ]
-        if values:
-            print(f"  {phase.value:<16} {_pct(values, 0.5):8.1f} {_pct(values, 0.99):8.1f}")
-        else:
-            skipped = runs[0][0].skipped.get(phase, "not reached")
-            print(f"  {phase.value:<16} {'-':>8} {'-':>8}  ({skipped})")
-    totals = [total * 1000 for _, total in runs]
-    print(f"  {'start→ready':<16} {_pct(totals, 0.5):8.1f} {_pct(totals, 0.99):8.1f}")
 
 
 async def _one(backend: NspawnBackend, rootfs: Path, n: int) -> tuple[Readiness, float]:
@@ -93,14 +74,14 @@ async def main(args: argparse.Namespace) -> None:
     print(f"image {image.key} ({image.rootfs})")
 
     sequential = [await _one(backend, image.rootfs, n) for n in range(args.starts)]
-    _table("sequential", sequential)
+    phase_table("sequential", sequential, "starts")
 
     t0 = time.monotonic()
     parallel = await asyncio.gather(
         *(_one(backend, image.rootfs, 1000 + n) for n in range(args.parallel))
     )
     wall = time.monotonic() - t0
-    _table(f"{args.parallel} at once", list(parallel))
+    phase_table(f"{args.parallel} at once", list(parallel), "starts")
     print(f"  all {args.parallel} ready and destroyed in {wall:.2f} s wall")
 
     instance = backend.create(_spec(image.rootfs, 9999))

@@ -19,20 +19,15 @@ import json
 import secrets
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from stats import pct, phase_table
 
 from remotecli.images.build import build_image
 from remotecli.images.recipe import BuildOptions
 from remotecli.images.vm import ensure_vm_artifacts
 from remotecli.vmm.base import InstanceSpec, Readiness
 from remotecli.vmm.qemu import QemuBackend, QemuInstance, qemu_img_overlay
-
-
-def _pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _spec(rootfs: Path, name: str) -> InstanceSpec:
@@ -49,27 +44,6 @@ def _memory_mib(pid: int) -> dict[str, float]:
         if key in ("Rss", "Pss"):
             found[key.lower()] = round(int(line.split()[1]) / 1024, 1)
     return found
-
-
-def _table(title: str, runs: list[tuple[Readiness, float]]) -> dict[str, Any]:
-    print(f"\n{title} ({len(runs)} runs)")
-    print(f"  {'phase':<16} {'p50 ms':>9} {'p99 ms':>9}")
-    summary: dict[str, Any] = {}
-    phases = list(runs[0][0].durations())
-    for phase in phases:
-        values = [r.durations()[phase] * 1000 for r, _ in runs if phase in r.durations()]
-        summary[phase] = {
-            "p50_ms": round(_pct(values, 0.5), 1),
-            "p99_ms": round(_pct(values, 0.99), 1),
-        }
-        print(f"  {phase:<16} {_pct(values, 0.5):9.1f} {_pct(values, 0.99):9.1f}")
-    totals = [total * 1000 for _, total in runs]
-    summary["total"] = {
-        "p50_ms": round(_pct(totals, 0.5), 1),
-        "p99_ms": round(_pct(totals, 0.99), 1),
-    }
-    print(f"  {'start→ready':<16} {_pct(totals, 0.5):9.1f} {_pct(totals, 0.99):9.1f}")
-    return summary
 
 
 async def _ready(
@@ -97,7 +71,7 @@ async def _overlay_cost(base: Path, runs: int = 20) -> float:
             t0 = time.monotonic()
             await qemu_img_overlay(base, "raw", Path(tmp) / f"o{n}.qcow2")
             times.append(time.monotonic() - t0)
-    return _pct(times, 0.5)
+    return pct(times, 0.5)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -114,7 +88,7 @@ async def main(args: argparse.Namespace) -> None:
             )
             cold.append((readiness, total))
             cold_memory = cold_memory or memory
-        cold_summary = _table("cold boot", cold)
+        cold_summary = phase_table("cold boot", cold)
 
         t0 = time.monotonic()
         snapshot = await backend.create_snapshot(_spec(image.rootfs, "golden"), Path(tmp) / "snap")
@@ -133,7 +107,7 @@ async def main(args: argparse.Namespace) -> None:
             readiness, total, memory = await _ready(clone, keep=n == 0)
             restores.append((readiness, total))
             clone_memory = clone_memory or memory
-        restore_summary = _table("restore", restores)
+        restore_summary = phase_table("restore", restores)
         overlay = await _overlay_cost(artifacts.disk)
 
     ratio = cold_summary["total"]["p50_ms"] / restore_summary["total"]["p50_ms"]

@@ -24,11 +24,9 @@ exercises is the control plane, not the VMM.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import os
 import shlex
-import signal
 import sys
 import time
 from collections import deque
@@ -39,7 +37,7 @@ import remotecli
 from remotecli import proc
 from remotecli.errors import VmError
 from remotecli.images import layout
-from remotecli.vmm import readiness, restore, statedir
+from remotecli.vmm import lifecycle, readiness, statedir
 from remotecli.vmm.base import (
     InstanceSpec,
     InstanceState,
@@ -49,6 +47,7 @@ from remotecli.vmm.base import (
     UnitState,
 )
 from remotecli.vmm.endpoint import AgentEndpoint
+from remotecli.vmm.vmmproc import VmmProcess
 
 SKIPPED = {
     Phase.KERNEL_BOOTED: "the fake backend runs the agent as a host process: no kernel",
@@ -114,17 +113,15 @@ class FakeBackend:
         """Boot ``spec`` to AGENT_READY (as a VM backend would before saving), record, destroy."""
         if not self.supports_snapshots:
             raise VmError("this fake backend was made without snapshots (snapshots=True)")
-        instance = self.create(spec)
-        try:
-            await instance.start()
-            ready = await instance.wait_ready()
-        finally:
-            await instance.destroy()
-        return Snapshot(
-            backend=self.name, directory=directory, image=spec.image,
-            golden_token=spec.agent_token, boot_phases=ready.durations(),
-            meta={"agent_env": dict(spec.agent_env), "kind": "fake: no memory was saved"},
-        )  # fmt: skip
+
+        async def record(boot_phases: Mapping[str, float]) -> Snapshot:
+            return Snapshot(
+                backend=self.name, directory=directory, image=spec.image,
+                golden_token=spec.agent_token, boot_phases=boot_phases,
+                meta={"agent_env": dict(spec.agent_env), "kind": "fake: no memory was saved"},
+            )  # fmt: skip
+
+        return await lifecycle.saved_cold_boot(self.create(spec), record)
 
     def restore(self, spec: InstanceSpec, snapshot: Snapshot) -> FakeInstance:
         if not self.supports_snapshots:
@@ -138,11 +135,9 @@ class FakeBackend:
         return [d.instance_id for d in statedir.scan(self.state_root)]
 
     async def reap(self, instance_id: str) -> None:
-        statedir.check_id(instance_id)
-        directory = statedir.StateDir(self.state_root / instance_id)
-        spec = InstanceSpec(image=Path("/"), instance_id=instance_id, agent_token="")
+        spec, meta = lifecycle.adopted(self.state_root, instance_id)
         instance = FakeInstance(self, spec, FakeFault.NONE)
-        instance.pid = directory.read_meta().get("pid")
+        instance.process.pid = meta.get("pid")
         await instance.destroy()
 
 
@@ -157,11 +152,15 @@ class FakeInstance:
         self.agent_socket = self.dir.socket
         self.agent_endpoint = AgentEndpoint.unix(self.agent_socket)
         self.console_path = self.dir.console
-        self.pid: int | None = None
+        # The state dir is in the agent's argv (and argv[1] of a fault's): reap() finds it.
+        self.process = VmmProcess(str(self.dir.path))
         self.started_at = 0.0
         #: Set by ``FakeBackend.restore``: this instance wakes up holding the golden token.
         self.snapshot: Snapshot | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
 
     def argv(self) -> list[str]:
         python = [sys.executable, "-S", "-E", "-u"]
@@ -181,9 +180,7 @@ class FakeInstance:
         return argv + shlex.split(self.spec.agent_env.get("REMOTECLI_AGENT_ARGS", ""))
 
     async def start(self) -> None:
-        if self.state is not InstanceState.CREATED:
-            raise VmError(f"instance {self.spec.instance_id} was already started")
-        self.state = InstanceState.FAILED  # until the agent runs
+        lifecycle.begin_start(self)
         token = self.snapshot.golden_token if self.snapshot else self.spec.agent_token
         self.dir.create(token, self.spec.agent_env)
         env = {
@@ -194,13 +191,8 @@ class FakeInstance:
             **{k: v for k, v in self.spec.agent_env.items() if k != "REMOTECLI_AGENT_ARGS"},
         }
         try:
-            with self.console_path.open("ab") as console:
-                self.started_at = time.monotonic()
-                self._proc = await asyncio.create_subprocess_exec(
-                    *self.argv(), cwd=PACKAGE_PARENT, env=env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=console, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-                )  # fmt: skip
-            self.pid = self._proc.pid
+            self.started_at = time.monotonic()
+            await self.process.spawn(self.argv(), self.console_path, env=env, cwd=PACKAGE_PARENT)
             self.dir.write_meta({"backend": "fake", "pid": self.pid, "fault": self.fault.value})
             if self.snapshot is not None:
                 # The VMM's part of a restore is the spawn here (nothing to load).
@@ -214,48 +206,24 @@ class FakeInstance:
         self.state = InstanceState.STARTING
 
     async def wait_ready(self) -> Readiness:
-        if self.state is not InstanceState.STARTING:
-            raise VmError(f"instance {self.spec.instance_id} is {self.state}, not starting")
-        try:
-            if self.snapshot is not None:
-                await restore.wait_restored(
-                    self, backend="fake", started_at=self.started_at, readiness=self.readiness,
-                    snapshot=self.snapshot,
-                )  # fmt: skip
-            else:
-                await readiness.wait_ready(
-                    self, backend="fake", started_at=self.started_at,
-                    markers=readiness.DEFAULT_MARKERS, skipped=SKIPPED, readiness=self.readiness,
-                )  # fmt: skip
-        except BaseException:
-            self.state = InstanceState.FAILED
-            raise
-        self.state = InstanceState.READY
-        return self.readiness
+        return await lifecycle.wait_ready(
+            self, backend="fake", markers=readiness.DEFAULT_MARKERS, skipped=SKIPPED,
+            snapshot=self.snapshot,
+        )  # fmt: skip
 
     async def destroy(self) -> None:
-        if self._alive():
+        # SIGTERM to the agent's group: the agent stops its CLIs' groups itself. Then SIGKILL
+        # to the group whether or not the agent is still there (not process.kill(): that
+        # skips the group once its leader is gone).
+        if self.process.alive() and not await self.process.terminate(STOP_SECONDS, group=True):
             assert self.pid is not None
-            proc.kill_group(self.pid, signal.SIGTERM)  # the agent stops its CLIs' groups itself
-            if not await self._wait_exit(STOP_SECONDS):
-                proc.kill_group(self.pid)
-                await self._wait_exit(STOP_SECONDS)
+            proc.kill_group(self.pid)
+            await self.process.wait_exit(STOP_SECONDS)
         self.dir.remove()
-        self.state = InstanceState.STOPPED
-        problems = []
-        if self._alive():
-            problems.append(f"agent pid {self.pid} still runs")
-        if self.dir.path.exists():
-            problems.append(f"state directory {self.dir.path}")
-        if problems:
-            raise VmError(
-                f"destroying fake instance {self.spec.instance_id} left: " + "; ".join(problems)
-            )
+        lifecycle.stopped(self, "fake", lifecycle.leftovers("agent", self.process, self.dir.path))
 
     def exit_code(self) -> int | None:
-        if self._proc is not None:
-            return self._proc.returncode
-        return None if self._alive() else -1
+        return self.process.exit_code()
 
     def console_tail(self, max_chars: int = 4000) -> str:
         return readiness.console_tail(self.console_path, max_chars)
@@ -276,17 +244,3 @@ class FakeInstance:
             },
             system_state="running",
         )  # fmt: skip
-
-    def _alive(self) -> bool:
-        if self._proc is not None:
-            return self._proc.returncode is None
-        return statedir.pid_alive(self.pid, str(self.dir.path))
-
-    async def _wait_exit(self, timeout: float) -> bool:
-        if self._proc is not None:
-            try:
-                await asyncio.wait_for(self._proc.wait(), timeout)
-            except TimeoutError:
-                return False
-            return True
-        return await statedir.wait_gone(self.pid, str(self.dir.path), timeout)

@@ -39,14 +39,22 @@ and client request opens a fresh connection: ``CONNECT <port>\\n`` → ``OK``).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from remotecli.errors import NotReady, VmError
 from remotecli.images import layout
-from remotecli.vmm import fcbin, fcboot, fcjail, fcproc, fcsnapshot, readiness, restore, statedir
+from remotecli.vmm import (
+    fcbin,
+    fcboot,
+    fcjail,
+    fcproc,
+    fcsnapshot,
+    lifecycle,
+    readiness,
+    statedir,
+)
 from remotecli.vmm.base import (
     RESTORE_SKIPPED,
     InstanceSpec,
@@ -59,9 +67,9 @@ from remotecli.vmm.endpoint import AgentEndpoint
 from remotecli.vmm.fcapi import ApiClient
 from remotecli.vmm.fcboot import BOOT_ARGS, ArtifactsFor, VmArtifacts, boot_args, golden_artifacts
 from remotecli.vmm.fcjail import Jail, JailConfig
-from remotecli.vmm.fcproc import VmmProcess
 from remotecli.vmm.fcsnapshot import HasDirectory, SnapshotFiles, cow_copy, new_snapshot_dir
 from remotecli.vmm.netns import VmNetwork
+from remotecli.vmm.vmmproc import VmmProcess
 
 __all__ = ["FirecrackerBackend", "FirecrackerInstance", "JailConfig", "SnapshotFiles"]
 __all__ += ["BOOT_ARGS", "ArtifactsFor", "VmArtifacts", "boot_args", "golden_artifacts"]
@@ -157,12 +165,9 @@ class FirecrackerBackend:
     async def create_snapshot(self, spec: InstanceSpec, directory: Path) -> SnapshotFiles:
         """Boot ``spec`` cold to AGENT_READY, save it into ``directory``, destroy it."""
         instance = self.create(spec)
-        try:
-            await instance.start()
-            phases = (await instance.wait_ready()).durations()
-            return await instance.create_snapshot(directory, boot_phases=phases)
-        finally:
-            await instance.destroy()
+        return await lifecycle.saved_cold_boot(
+            instance, lambda phases: instance.create_snapshot(directory, boot_phases=phases)
+        )
 
     async def list_running(self) -> list[str]:
         """Ids of instances found on the host: running, or left behind and needing ``reap``
@@ -174,9 +179,7 @@ class FirecrackerBackend:
 
     async def reap(self, instance_id: str) -> None:
         """Destroy an instance we have no handle for (after a controller restart)."""
-        statedir.check_id(instance_id)
-        meta = statedir.StateDir(self.state_root / instance_id).read_meta()
-        spec = InstanceSpec(image=Path("/"), instance_id=instance_id, agent_token="")
+        spec, meta = lifecycle.adopted(self.state_root, instance_id)
         instance = FirecrackerInstance(self, spec)
         instance.process.pid = meta.get("pid")
         if meta.get("netns"):
@@ -241,9 +244,7 @@ class FirecrackerInstance:
     async def start(self) -> None:
         """Boot from the image's artifacts, or (made by ``restore``) resume the snapshot."""
         snapshot = self.snapshot
-        if self.state is not InstanceState.CREATED:
-            raise VmError(f"instance {self.spec.instance_id} was already started")
-        self.state = InstanceState.FAILED  # until firecracker runs
+        lifecycle.begin_start(self)
         artifacts = (
             None
             if snapshot is not None
@@ -271,11 +272,8 @@ class FirecrackerInstance:
                 self.timings["snapshot_load"] = time.monotonic() - t
                 self._restored()
         except BaseException as exc:
-            evidence = self._evidence() if isinstance(exc, VmError) else ""
-            with contextlib.suppress(VmError):
-                await self.destroy()
-            self.state = InstanceState.FAILED
-            if evidence and isinstance(exc, VmError) and not isinstance(exc, NotReady):
+            evidence = await lifecycle.abandon_start(self, exc, self._evidence)
+            if evidence and isinstance(exc, VmError):
                 # Same type (callers match on FirecrackerApiError), with the evidence added.
                 exc.message = f"{exc.message}\n{evidence}"
                 exc.args = (exc.message,)
@@ -360,28 +358,15 @@ class FirecrackerInstance:
             await api.network_interface("eth0", self.network.tap, GUEST_MAC)
 
     async def wait_ready(self) -> Readiness:
-        if self.state is not InstanceState.STARTING:
-            raise VmError(f"instance {self.spec.instance_id} is {self.state}, not starting")
+        """Cold boot: the console's markers then /health; restore: /health over vsock + the
+        clone's own identity (restore.py)."""
         try:
-            if self.snapshot is not None:
-                # /health over vsock, then this clone's own identity (restore.py).
-                await restore.wait_restored(
-                    self, backend="firecracker", started_at=self.started_at,
-                    readiness=self.readiness, snapshot=self.snapshot,
-                )  # fmt: skip
-            else:
-                await readiness.wait_ready(
-                    self, backend="firecracker", started_at=self.started_at, markers=MARKERS,
-                    skipped=self._skipped, readiness=self.readiness,
-                )  # fmt: skip
+            return await lifecycle.wait_ready(
+                self, backend="firecracker", markers=MARKERS, skipped=self._skipped,
+                snapshot=self.snapshot,
+            )  # fmt: skip
         except NotReady as exc:
-            self.state = InstanceState.FAILED
             raise _with_hint(exc, self._evidence()) from None
-        except BaseException:
-            self.state = InstanceState.FAILED
-            raise
-        self.state = InstanceState.READY
-        return self.readiness
 
     # -- snapshots --------------------------------------------------------------
 
@@ -417,20 +402,10 @@ class FirecrackerInstance:
         if self.jail is not None:
             await self.jail.remove()
         self.dir.remove()
-        problems = self._leftovers()
-        self.state = InstanceState.STOPPED
-        if problems:
-            raise VmError(
-                f"destroying firecracker instance {self.spec.instance_id} left things behind:\n  "
-                + "\n  ".join(problems)
-            )
+        lifecycle.stopped(self, "firecracker", self._leftovers())
 
     def _leftovers(self) -> list[str]:
-        problems = []
-        if self.process.alive():
-            problems.append(f"firecracker pid {self.process.pid} still runs")
-        if self.dir.path.exists():
-            problems.append(f"state directory {self.dir.path}")
+        problems = lifecycle.leftovers("firecracker", self.process, self.dir.path)
         if self.network is not None and self.network.exists():
             problems.append(f"network namespace {self.network.netns}")
         problems += [f"mount {m}" for m in statedir.mounts_under(self.dir.path)]
@@ -456,14 +431,10 @@ class FirecrackerInstance:
         return None  # no way into the guest but the agent itself
 
     def _evidence(self) -> str:
-        parts = []
-        if (code := self.exit_code()) is not None:
-            parts.append(f"firecracker exited with code {code}.")
-        if log := self.log_tail():
-            parts.append(f"Firecracker's log ({self.log_path}):\n{log}")
-        if console := self.console_tail(1500):
-            parts.append(f"Console ({self.console_path}):\n{console}")
-        return "\n".join(parts)
+        log = self.log_tail()
+        return lifecycle.evidence(
+            self, "firecracker", f"Firecracker's log ({self.log_path}):\n{log}" if log else ""
+        )
 
     def _not_ready(self, phase: Phase, waited: float, why: str) -> NotReady:
         return NotReady(

@@ -31,10 +31,7 @@ One instance = one launcher process, started as::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,11 +39,12 @@ from pathlib import Path
 from remotecli import proc
 from remotecli.errors import VmError
 from remotecli.images import layout
-from remotecli.vmm import readiness, statedir
+from remotecli.vmm import lifecycle, readiness, statedir
 from remotecli.vmm.base import InstanceSpec, InstanceState, Phase, Readiness, UnitState
 from remotecli.vmm.cgroups import InstanceCgroup
 from remotecli.vmm.endpoint import AgentEndpoint
 from remotecli.vmm.inspect import gather_unit_state
+from remotecli.vmm.vmmproc import VmmProcess
 
 STATE_ROOT = Path("/run/remotecli/instances")
 MACHINE_PREFIX = "remotecli-"
@@ -88,14 +86,9 @@ class NspawnBackend:
 
     async def reap(self, instance_id: str) -> None:
         """Destroy an instance we have no handle for (after a controller restart)."""
-        statedir.check_id(instance_id)
-        directory = statedir.StateDir(self.state_root / instance_id)
-        meta = directory.read_meta()
-        spec = InstanceSpec(
-            image=Path(meta.get("image", "/")), instance_id=instance_id, agent_token=""
-        )
+        spec, meta = lifecycle.adopted(self.state_root, instance_id)
         instance = NspawnInstance(self, spec)
-        instance.pid = meta.get("pid")
+        instance.process.pid = meta.get("pid")
         instance.state = InstanceState.STARTING
         instance.owns_cgroup = True
         await instance.destroy()
@@ -113,18 +106,20 @@ class NspawnInstance:
         self.agent_socket = self.dir.socket
         self.agent_endpoint = AgentEndpoint.unix(self.agent_socket)
         self.console_path = self.dir.console
-        self.pid: int | None = None
+        #: The launcher (nspawn itself once the launcher has exec'd it).
+        self.process = VmmProcess(self.machine)
         #: Only a cgroup we made (or adopted in reap) is ever killed or removed.
         self.owns_cgroup = False
         self.started_at = 0.0
-        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
 
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.state is not InstanceState.CREATED:
-            raise VmError(f"instance {self.spec.instance_id} was already started")
-        self.state = InstanceState.FAILED  # until the launcher runs
+        lifecycle.begin_start(self)
         lower = self._lowerdirs()
         env = dict(self.spec.agent_env)
         # Ours first: argparse keeps the last of a repeated option, so the caller can override.
@@ -139,16 +134,8 @@ class NspawnInstance:
             self.owns_cgroup = True
             self._write_meta()
             argv = self.launch_argv(lower)
-            with self.console_path.open("ab") as console:
-                self.started_at = time.monotonic()
-                # Long-lived, so not proc.run: its own session (a kill of the
-                # controller's group must not take containers down with it).
-                self._proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=console,
-                    stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-                    env=_launcher_env(),
-                )  # fmt: skip
-            self.pid = self._proc.pid
+            self.started_at = time.monotonic()
+            await self.process.spawn(argv, self.console_path, env=_launcher_env())
             self._write_meta()
         except BaseException:
             await self.destroy()
@@ -173,53 +160,36 @@ class NspawnInstance:
         ]  # fmt: skip
 
     async def wait_ready(self) -> Readiness:
-        if self.state is not InstanceState.STARTING:
-            raise VmError(f"instance {self.spec.instance_id} is {self.state}, not starting")
-        try:
-            await readiness.wait_ready(
-                self, backend="nspawn", started_at=self.started_at, markers=MARKERS,
-                skipped=SKIPPED, readiness=self.readiness,
-            )  # fmt: skip
-        except BaseException:
-            self.state = InstanceState.FAILED
-            raise
-        self.state = InstanceState.READY
-        return self.readiness
+        return await lifecycle.wait_ready(self, backend="nspawn", markers=MARKERS, skipped=SKIPPED)
 
     async def destroy(self) -> None:
         """Stop the container cleanly (SIGTERM = systemd shutdown), then verify nothing is left."""
-        if self._alive():
-            assert self.pid is not None
-            os.kill(self.pid, signal.SIGTERM)
-            if not await self._wait_exit(self.backend.stop_seconds):
+        if self.process.alive():
+            if not await self.process.terminate(self.backend.stop_seconds):
+                # Not process.kill(): the whole cgroup first (the guest's services run in
+                # sessions of their own), then the launcher's session, whether or not the
+                # launcher outlived the cgroup kill.
+                assert self.pid is not None
                 self.cgroup.kill()
                 proc.kill_group(self.pid)
-                await self._wait_exit(5.0)
+                await self.process.wait_exit(5.0)
         elif self.owns_cgroup and self.cgroup.pids():
             self.cgroup.kill()  # the launcher died but left the guest running
         problems = await self.cgroup.remove() if self.owns_cgroup else []
         self.dir.remove()
-        problems += self._leftovers()
-        self.state = InstanceState.STOPPED
-        if problems:
-            raise VmError(
-                f"destroying nspawn instance {self.spec.instance_id} left things behind:\n  "
-                + "\n  ".join(problems)
-            )
+        lifecycle.stopped(self, "nspawn", problems + self._leftovers())
 
     # -- evidence ---------------------------------------------------------------
 
     def exit_code(self) -> int | None:
-        if self._proc is not None:
-            return self._proc.returncode
-        return None if self._alive() else -1  # adopted by reap(): status unknown
+        return self.process.exit_code()
 
     def console_tail(self, max_chars: int = 4000) -> str:
         return readiness.console_tail(self.console_path, max_chars)
 
     def container_pid(self) -> int | None:
         """The guest's PID 1 as the host sees it: the child of nspawn that is PID 1 inside."""
-        if not self._alive():
+        if not self.process.alive():
             return None
         assert self.pid is not None
         try:
@@ -271,29 +241,11 @@ class NspawnInstance:
             "cgroups": [str(self.cgroup.unified), *map(str, self.cgroup.mirrors)],
         })  # fmt: skip
 
-    def _alive(self) -> bool:
-        if self._proc is not None:
-            return self._proc.returncode is None
-        return statedir.pid_alive(self.pid, self.machine)
-
-    async def _wait_exit(self, timeout: float) -> bool:
-        if self._proc is not None:
-            try:
-                await asyncio.wait_for(self._proc.wait(), timeout)
-            except TimeoutError:
-                return False
-            return True
-        return await statedir.wait_gone(self.pid, self.machine, timeout)
-
     def _leftovers(self) -> list[str]:
-        problems = []
-        if self._alive():
-            problems.append(f"launcher pid {self.pid} still runs")
+        problems = lifecycle.leftovers("launcher", self.process, self.dir.path)
         if self.owns_cgroup:
             problems += [f"process {pid} still in the cgroup" for pid in self.cgroup.pids()]
             problems += [f"cgroup {d}" for d in self.cgroup.dirs()]
-        if self.dir.path.exists():
-            problems.append(f"state directory {self.dir.path}")
         problems += [f"mount {m}" for m in statedir.mounts_under(self.dir.path)]
         propagate = Path("/run/systemd/nspawn/propagate") / self.machine
         if propagate.exists():

@@ -60,7 +60,6 @@ import importlib
 import os
 import shlex
 import shutil
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -70,7 +69,7 @@ from typing import Any, Protocol
 from remotecli import proc
 from remotecli.errors import CommandFailed, NotReady, VmError
 from remotecli.images import layout, store
-from remotecli.vmm import hostcheck, readiness, restore, statedir
+from remotecli.vmm import hostcheck, lifecycle, readiness, restore, statedir
 from remotecli.vmm.base import (
     Deadlines,
     InstanceSpec,
@@ -81,8 +80,8 @@ from remotecli.vmm.base import (
     UnitState,
 )
 from remotecli.vmm.endpoint import AgentEndpoint, free_tcp_port
-from remotecli.vmm.fcproc import VmmProcess
 from remotecli.vmm.qmp import QmpClient, QmpError
+from remotecli.vmm.vmmproc import VmmProcess
 
 STATE_ROOT = Path("/run/remotecli/qemu")
 QEMU = "qemu-system-x86_64"
@@ -201,12 +200,9 @@ class QemuBackend:
         """Boot ``spec`` cold to AGENT_READY, save it into ``directory`` (new or empty),
         destroy it."""
         instance = self.create(spec)
-        try:
-            await instance.start()
-            phases = (await instance.wait_ready()).durations()
-            return await instance.save(directory, boot_phases=phases)
-        finally:
-            await instance.destroy()
+        return await lifecycle.saved_cold_boot(
+            instance, lambda phases: instance.save(directory, boot_phases=phases)
+        )
 
     async def list_running(self) -> list[str]:
         """Ids of this backend's instances on the host: running, or left behind for ``reap``."""
@@ -218,13 +214,9 @@ class QemuBackend:
 
     async def reap(self, instance_id: str) -> None:
         """Destroy an instance we have no handle for (after a controller restart)."""
-        statedir.check_id(instance_id)
-        meta = statedir.StateDir(self.state_root / instance_id).read_meta()
-        spec = InstanceSpec(
-            image=Path(meta.get("image") or "/"), instance_id=instance_id, agent_token=""
-        )
+        spec, meta = lifecycle.adopted(self.state_root, instance_id)
         instance = QemuInstance(self, spec)
-        instance.pid = meta.get("pid")
+        instance.process.pid = meta.get("pid")
         endpoint = self.endpoint_of(meta)
         instance.host_port = endpoint.port if endpoint is not None else 0
         await instance.destroy()
@@ -280,17 +272,11 @@ class QemuInstance:
     def pid(self) -> int | None:
         return self.process.pid
 
-    @pid.setter
-    def pid(self, value: int | None) -> None:
-        self.process.pid = value
-
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
         """Boot the image's kernel and disk, or (made by ``restore``) resume the snapshot."""
-        if self.state is not InstanceState.CREATED:
-            raise VmError(f"instance {self.spec.instance_id} was already started")
-        self.state = InstanceState.FAILED  # until QEMU runs
+        lifecycle.begin_start(self)
         snapshot = self.snapshot
         if snapshot is None:
             artifacts = await self.backend.artifacts(self.spec)
@@ -314,11 +300,8 @@ class QemuInstance:
             if snapshot is not None:
                 await self._resume()
         except BaseException as exc:
-            evidence = self._evidence() if isinstance(exc, VmError) else ""
-            with contextlib.suppress(VmError):
-                await self.destroy()
-            self.state = InstanceState.FAILED
-            if evidence and isinstance(exc, VmError) and not isinstance(exc, NotReady):
+            evidence = await lifecycle.abandon_start(self, exc, self._evidence)
+            if evidence and isinstance(exc, VmError):
                 raise VmError(f"{exc.message}\n{evidence}") from exc
             raise
         self.state = InstanceState.STARTING
@@ -409,12 +392,12 @@ class QemuInstance:
             await self._spawn()
             try:
                 waited = await self.qmp.connect(
-                    self.spec.deadlines[Phase.VMM_STARTED], alive=self._alive
+                    self.spec.deadlines[Phase.VMM_STARTED], alive=self.process.alive
                 )
             except QmpError as exc:
-                await self._wait_exit(2.0)
+                await self.process.wait_exit(2.0)
                 said = self._qemu_said(offset)
-                if HOSTFWD_TAKEN in said and attempt < PORT_ATTEMPTS and not self._alive():
+                if HOSTFWD_TAKEN in said and attempt < PORT_ATTEMPTS and not self.process.alive():
                     continue  # another process took the port between our check and QEMU's bind
                 raise self._not_ready(Phase.VMM_STARTED, exc.desc, said) from None
             self.timings["qmp_up"] = waited
@@ -443,7 +426,7 @@ class QemuInstance:
             try:
                 status = (await self.qmp.execute("query-status"))["status"]
             except QmpError as exc:
-                await self._wait_exit(2.0)
+                await self.process.wait_exit(2.0)
                 raise self._not_ready(
                     Phase.STATE_RESTORED, f"QEMU failed while loading the snapshot: {exc.desc}"
                 ) from None
@@ -459,24 +442,9 @@ class QemuInstance:
 
     async def wait_ready(self) -> Readiness:
         """Cold boot: the console's markers then /health; restore: /health + new identity."""
-        if self.state is not InstanceState.STARTING:
-            raise VmError(f"instance {self.spec.instance_id} is {self.state}, not starting")
-        try:
-            if self.snapshot is not None:
-                await restore.wait_restored(
-                    self, backend="qemu", started_at=self.started_at,
-                    readiness=self.readiness, snapshot=self.snapshot,
-                )  # fmt: skip
-            else:
-                await readiness.wait_ready(
-                    self, backend="qemu", started_at=self.started_at, markers=MARKERS,
-                    skipped={}, readiness=self.readiness,
-                )  # fmt: skip
-        except BaseException:
-            self.state = InstanceState.FAILED
-            raise
-        self.state = InstanceState.READY
-        return self.readiness
+        return await lifecycle.wait_ready(
+            self, backend="qemu", markers=MARKERS, skipped={}, snapshot=self.snapshot
+        )
 
     # -- snapshots --------------------------------------------------------------
 
@@ -558,32 +526,18 @@ class QemuInstance:
         """
         await self.qmp.close()
         # Only a process we spawned, or one whose command line is still ours, is signalled.
-        ours = self._spawned or self._alive()
-        if self._alive():
-            assert self.pid is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            if not await self._wait_exit(self.backend.stop_seconds):
-                await self.process.kill()
+        ours = self._spawned or self.process.alive()
+        if self.process.alive() and not await self.process.terminate(self.backend.stop_seconds):
+            await self.process.kill()
         if ours and self.pid:
             # Its session (pgid == pid) also holds the helpers it forked: a guestfwd's
             # `nc` per connection, the migration's `cat`.
             proc.kill_group(self.pid)
         self.dir.remove()
-        problems = self._leftovers()
-        self.state = InstanceState.STOPPED
-        if problems:
-            raise VmError(
-                f"destroying qemu instance {self.spec.instance_id} left things behind:\n  "
-                + "\n  ".join(problems)
-            )
+        lifecycle.stopped(self, "qemu", self._leftovers())
 
     def _leftovers(self) -> list[str]:
-        problems = []
-        if self._alive():
-            problems.append(f"qemu pid {self.pid} still runs")
-        if self.dir.path.exists():
-            problems.append(f"state directory {self.dir.path}")
+        problems = lifecycle.leftovers("qemu", self.process, self.dir.path)
         if self.pid:
             problems += [f"process {p} of qemu's session" for p in _group_members(self.pid)]
         if self.host_port and _listening(self.host_port):
@@ -615,14 +569,8 @@ class QemuInstance:
         return "\n".join(ln for ln in text.splitlines() if ln.startswith(prefixes))
 
     def _evidence(self) -> str:
-        parts = []
-        if (code := self.exit_code()) is not None:
-            parts.append(f"qemu exited with code {code}.")
-        if said := self._qemu_said():
-            parts.append(f"QEMU said:\n{said}")
-        if console := self.console_tail(1500):
-            parts.append(f"Console ({self.console_path}):\n{console}")
-        return "\n".join(parts)
+        said = self._qemu_said()
+        return lifecycle.evidence(self, "qemu", f"QEMU said:\n{said}" if said else "")
 
     def _not_ready(self, phase: Phase, why: str, said: str | None = None) -> NotReady:
         said = self._qemu_said() if said is None else said
@@ -653,12 +601,6 @@ class QemuInstance:
             "accel": self.backend.accel,
             "snapshot": str(self.snapshot.directory) if self.snapshot else None,
         })  # fmt: skip
-
-    def _alive(self) -> bool:
-        return self.process.alive()
-
-    async def _wait_exit(self, timeout: float) -> bool:
-        return await self.process.wait_exit(timeout)
 
 
 async def qemu_img_overlay(base: Path, fmt: str, overlay: Path) -> None:

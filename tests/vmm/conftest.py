@@ -2,10 +2,11 @@
 
 - ``golden``: the test image (``images.build.ensure_test_image``; built once per
   machine, then cached) — skipped where nspawn cannot run (``doctor`` says why).
-- ``lab``: an instance factory on a private state root. It owns cleanup:
-  every instance is destroyed (and verified gone) after the test, and when
-  the test failed each console is copied into the test's tmp dir and its
-  tail printed, so a failure always comes with the boot it happened in.
+- ``lab``: an instance factory on a private state root. It owns cleanup
+  (``tests/vmm/lab.py``, as the QEMU and Firecracker labs): every instance is
+  destroyed (and verified gone) after the test, and when the test failed each
+  console is copied into the test's tmp dir and its tail printed, so a failure
+  always comes with the boot it happened in.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.errors import VmError
 from remotecli.images.build import ensure_test_image
 from remotecli.testbed import fake_cli_bin_dir
 from remotecli.vmm import hostcheck
 from remotecli.vmm.base import Backend, Deadlines, Instance, InstanceSpec, Phase
 from remotecli.vmm.fake import FakeBackend
 from remotecli.vmm.nspawn import NspawnBackend
-from remotecli.vmm.readiness import console_tail
+from tests.vmm import lab as lab_helpers
 
 #: pytest-timeout ignores marks on fixtures: a cold machine builds the image
 #: (~1 min) inside whichever test asks for it first.
@@ -44,8 +44,6 @@ BOOT_DEADLINES = Deadlines(
 #: For faulty variants: long enough for a healthy agent, short enough for the suite.
 FAULT_DEADLINES = Deadlines({**BOOT_DEADLINES.per_phase, Phase.AGENT_LISTENING: 3.0})
 
-_FAILED = pytest.StashKey[bool]()
-
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(
@@ -53,7 +51,10 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.failed:
-        item.stash[_FAILED] = True
+        item.stash[lab_helpers.FAILED] = True
+        module = item.getparent(pytest.Module)
+        if module is not None:  # module-scoped labs (QEMU's) save consoles too
+            module.stash[lab_helpers.FAILED] = True
     return report
 
 
@@ -138,19 +139,8 @@ async def _lab(backend: Backend, image: Path, request: pytest.FixtureRequest, tm
 ):  # fmt: skip
     lab = Lab(backend, image)
     yield lab
-    if request.node.stash.get(_FAILED, False):
-        for instance in lab.created:
-            saved = tmp_path / f"{instance.spec.instance_id}.console.log"
-            if instance.console_path.exists():
-                shutil.copy(instance.console_path, saved)
-            print(f"\n--- console of {instance.spec.instance_id} (full: {saved}) ---")
-            print(console_tail(instance.console_path, 3000, 40))
-    problems = []
-    for instance in lab.created:
-        try:
-            await instance.destroy()
-        except VmError as exc:
-            problems.append(exc.message)
+    failed = lab_helpers.failed(request)
+    problems = await lab_helpers.teardown(lab.created, failed=failed, save_to=tmp_path)
     if problems:
         pytest.fail("\n".join(problems))
 

@@ -6,7 +6,8 @@
   kernel when its artifacts are cached, else none (skip), with a 64 MiB empty
   ext4 disk (the API and snapshot tests never need a root filesystem).
 - ``fc_lab``: instances on a private state root and ``vm_dir``; every instance
-  is destroyed (and verified gone) after the test. ``fc_lab.jail = True`` runs
+  is destroyed (and verified gone) after the test, its console saved first if
+  the test failed (``tests/vmm/lab.py``). ``fc_lab.jail = True`` runs
   them under the real jailer (chroots below ``fc_lab.chroot_base``, uid/gid 65534).
 """
 
@@ -21,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.errors import VmError
 from remotecli.vmm import fcbin, hostcheck
 from remotecli.vmm.base import Deadlines, InstanceSpec, Phase
 from remotecli.vmm.firecracker import FirecrackerBackend, FirecrackerInstance, VmArtifacts
+from tests.vmm.lab import failed, teardown
 
 NEEDS_HW_VIRT = "needs hardware virtualization (VT-x/AMD-V); this host: " + (
     "kvm-pvm" if hostcheck.gather().kvm_pvm else "no usable KVM"
@@ -132,19 +133,18 @@ class FcLab:
 
 @pytest.fixture
 async def fc_lab(
-    fc_binary: Path, small_artifacts: Artifacts, anyio_backend: str
+    fc_binary: Path,
+    small_artifacts: Artifacts,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    anyio_backend: str,
 ) -> AsyncIterator[FcLab]:
     with tempfile.TemporaryDirectory(prefix="rfc-") as tmp:  # short: socket paths < 108 bytes
         lab = FcLab(Path(tmp), fc_binary, small_artifacts)
         try:
             yield lab
         finally:
-            problems = []
-            for instance in lab.created:
-                try:
-                    await instance.destroy()
-                except VmError as exc:
-                    problems.append(exc.message)
+            problems = await teardown(lab.created, failed=failed(request), save_to=tmp_path)
             left = sorted(p.name for p in (lab.root / "state").glob("*"))
             left += sorted(str(p) for p in (lab.chroot_base or lab.root / "j").glob("*/*"))
             if problems or left:
