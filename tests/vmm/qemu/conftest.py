@@ -9,7 +9,8 @@ once (``golden``), snapshots it, and every test restores its own clones.
   forward at ``http://10.0.2.100:PORT`` (``GuestForward``).
 - ``qlab``: a ``QemuBackend`` on a short private state root; every instance
   it made is destroyed at the end and verified gone (processes, state dirs,
-  overlays, ports).
+  overlays, ports); if a test of the module failed, the consoles still there
+  are saved first (``tests/vmm/lab.py``).
 - ``golden``: the golden snapshot (its agent has the test bed's two URLs).
 """
 
@@ -25,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.errors import VmError
 from remotecli.images.build import ensure_test_image
 from remotecli.images.store import Image
 from remotecli.images.vm import VmArtifacts, ensure_vm_artifacts
@@ -33,6 +33,7 @@ from remotecli.testbed import TESTBED_URL_ENV, OAuthServer
 from remotecli.testbed.fake_clis.common import API_ENV
 from remotecli.vmm.base import InstanceSpec, Snapshot
 from remotecli.vmm.qemu import QEMU, GuestForward, QemuBackend, QemuInstance
+from tests.vmm.lab import failed, teardown
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +107,8 @@ class QemuLab:
         await clone.wait_ready()
         return clone
 
-    async def close(self) -> list[str]:
-        problems = []
-        for instance in self.created:
-            try:
-                await instance.destroy()
-            except VmError as exc:
-                problems.append(exc.message)
+    async def close(self, *, failed: bool, save_to: Path) -> list[str]:
+        problems = await teardown(self.created, failed=failed, save_to=save_to)
         names = [i.name for i in self.created] + [f"remotecli-{i}" for i in self.others]
         problems += find_leftovers(names, self.ports)
         problems += [str(p) for p in self.backend.state_root.iterdir()]
@@ -120,7 +116,13 @@ class QemuLab:
 
 
 @pytest.fixture(scope="module")
-async def qlab(vm_image: VmImage, oauth: OAuthServer, anyio_backend: str) -> AsyncIterator[QemuLab]:
+async def qlab(
+    vm_image: VmImage,
+    oauth: OAuthServer,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    anyio_backend: str,
+) -> AsyncIterator[QemuLab]:
     port = int(oauth.url.rsplit(":", 1)[1])
     with tempfile.TemporaryDirectory(prefix="rq-") as tmp:  # short: socket paths < 108 bytes
         root = Path(tmp) / "state"
@@ -131,7 +133,8 @@ async def qlab(vm_image: VmImage, oauth: OAuthServer, anyio_backend: str) -> Asy
         try:
             yield lab
         finally:
-            problems = await lab.close()
+            consoles = tmp_path_factory.mktemp("consoles")
+            problems = await lab.close(failed=failed(request), save_to=consoles)
             assert problems == [], f"left behind: {problems}"
 
 

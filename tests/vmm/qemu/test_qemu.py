@@ -16,17 +16,15 @@ import pytest
 from remotecli.agentclient import AgentClient, AgentRequestError
 from remotecli.errors import NotReady, VmError
 from remotecli.images.checklist import validate
-from remotecli.testbed import login
 from remotecli.vmm import statedir
 from remotecli.vmm.base import Deadlines, InstanceSpec, Phase, Snapshot
 from remotecli.vmm.endpoint import AgentEndpoint
 from remotecli.vmm.qemu import QemuBackend, QemuInstance
 from remotecli.vmm.restore import hostname_for
-from tests.conftest import PASSWORD, USER
+from tests.vmm.lab import PROVIDERS, login_every_provider
 from tests.vmm.qemu.conftest import QemuLab, VmImage, find_leftovers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
-PROVIDERS = ("claude_code", "codex", "gemini_cli")
 
 
 def identity_events(instance: QemuInstance) -> list[dict[str, object]]:
@@ -110,26 +108,7 @@ async def test_clones_draw_different_random_numbers(golden: Snapshot, qlab: Qemu
 async def test_every_provider_logs_in_through_the_forward(golden: Snapshot, qlab: QemuLab) -> None:
     clone = await qlab.restore("login", golden)
     async with AgentClient(clone.agent_endpoint, clone.spec.agent_token) as agent:
-        for provider in PROVIDERS:
-            session = await agent.request("POST", f"/auth/{provider}", json={"waitSeconds": 30})
-            assert session["phase"] == "awaiting_user", session
-            assert session["oauthUrl"].startswith(qlab.server.url)  # the browser's address
-            outcome = login(session["oauthUrl"], USER, PASSWORD)
-            answer = (
-                {"callbackUrl": outcome.redirect_url}
-                if session["mode"] == "localhost_callback"
-                else {"code": outcome.pasted}
-            )
-            done = await agent.request(
-                "POST", f"/sessions/{session['sessionId']}/code", json=answer
-            )
-            assert done["phase"] == "authenticated", done
-            creds = await agent.request("GET", "/credentials", params={"provider": provider})
-            assert creds["complete"] is True
-    issued = {t.access_token for t in qlab.server.issued_tokens("codex")}
-    async with AgentClient(clone.agent_endpoint, clone.spec.agent_token) as agent:
-        creds = await agent.request("GET", "/credentials", params={"provider": "codex"})
-    assert json.loads(creds["files"][0]["content"])["tokens"]["access_token"] in issued
+        await login_every_provider(agent, qlab.server, wait_seconds=30)
 
 
 async def test_the_checklist_passes_on_a_cold_booted_vm(vm_image: VmImage, qlab: QemuLab) -> None:
