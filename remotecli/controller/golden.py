@@ -7,7 +7,9 @@ When the backend can snapshot (``Backend.supports_snapshots``) and
   backend + image + agent environment + machine size in
   ``<state_dir>/snapshots`` (``vmm/restore.py``'s store: made once, under a
   lock, atomically). Claims cold-start until it is ready; ``status()`` says
-  what is happening (the API and the claim traces show it).
+  what is happening (the API and the claim traces show it). The warm pool
+  waits for it (``settled()``) instead of cold-booting beside it: on a
+  small host two boots at once only slow both.
 - ``current`` is the snapshot claims restore from, or None with ``reason``.
 - ``restore_failed()`` counts consecutive failed restores; at
   ``MAX_RESTORE_FAILURES`` the snapshot is removed and made again (a VMM
@@ -73,6 +75,9 @@ class GoldenSnapshot:
         self.made_seconds: float | None = None
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
+        self._settled = asyncio.Event()
+        if not self.enabled:
+            self._settled.set()
 
     @property
     def reason(self) -> str:
@@ -96,7 +101,18 @@ class GoldenSnapshot:
                 await self._task
             self._task = None
 
+    async def settled(self) -> None:
+        """Return once the snapshot is ready or could not be made (at once when disabled)."""
+        await self._settled.wait()
+
     async def prepare(self) -> None:
+        self._settled.clear()
+        try:
+            await self._prepare()
+        finally:
+            self._settled.set()
+
+    async def _prepare(self) -> None:
         spec = InstanceSpec(
             image=self.image, instance_id=f"golden-{secrets.token_hex(4)}",
             agent_token=secrets.token_urlsafe(32), role="golden",

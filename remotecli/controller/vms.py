@@ -335,6 +335,7 @@ class VmManager:
     async def launch_for_pool(self, role: VmRole) -> VmHandle:
         """Start a VM for the warm pool (the pool filler calls this): restored when possible."""
         self._check_open()
+        await self.golden.settled()  # a snapshot being made: restore from it, don't race it
         snapshot = self.golden.current
         try:
             handle = await self._tracked(self._launch(role, "pool", None, False, None, snapshot))
