@@ -87,10 +87,14 @@ def choose_backend(
         return check.name, f"configured (REMOTECLI_BACKEND={settings.backend})"
     picked = hostcheck.pick([c for c in checks if c.name in IMPLEMENTED])
     if picked.name == "fake" and settings.environment == "production":
-        nspawn = by_name["nspawn"]
+        why = ". ".join(
+            f"{name}: {'; '.join(by_name[name].reasons)}"
+            for name in ("firecracker", "qemu", "nspawn")
+            if name in by_name
+        )
         raise BackendUnavailable(
             "no isolating VM backend can run on this host, and production refuses the fake "
-            f"backend (it runs agents as host processes). nspawn: {'; '.join(nspawn.reasons)}. "
+            f"backend (it runs agents as host processes). {why}. "
             "Run `remotecli doctor` for every backend's requirements."
         )
     return picked.name, f"auto: {'; '.join(picked.reasons)}"

@@ -76,16 +76,21 @@ CHECKS = [_check("firecracker", True), _check("qemu", True), _check("nspawn", Tr
 
 def test_auto_picks_the_best_implemented_backend(tmp_path: Path) -> None:
     settings = Settings(environment="test", state_dir=tmp_path)
-    # firecracker and qemu could run but have no controller backend yet
-    assert choose_backend(settings, CHECKS)[0] == "nspawn"
-    no_nspawn = [*CHECKS[:2], _check("nspawn", False, "needs root"), CHECKS[3]]
+    assert choose_backend(settings, CHECKS)[0] == "firecracker"
+    no_fc = [_check("firecracker", False, "no vmx/svm"), *CHECKS[1:]]
+    assert choose_backend(settings, no_fc)[0] == "qemu"
+    # QEMU under software emulation can run but is never picked by auto
+    tcg = BackendCheck("qemu", True, "vm", ("software emulation only (TCG)",), pickable=False)
+    assert choose_backend(settings, [no_fc[0], tcg, *CHECKS[2:]])[0] == "nspawn"
+    no_nspawn = [no_fc[0], tcg, _check("nspawn", False, "needs root"), CHECKS[3]]
     assert choose_backend(settings, no_nspawn)[0] == "fake"
     production = Settings(
         environment="production", state_dir=tmp_path, vault_keys="x",
         database_url="postgresql+psycopg://u@h/db",
     )  # fmt: skip
     with pytest.raises(
-        BackendUnavailable, match=r"production refuses the fake backend.*needs root"
+        BackendUnavailable,
+        match=r"production refuses the fake backend.*firecracker: no vmx/svm.*nspawn: needs root",
     ):
         choose_backend(production, no_nspawn)
     explicit = Settings(environment="test", state_dir=tmp_path, backend="nspawn")
