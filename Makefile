@@ -15,6 +15,9 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # inside the bzImage (images/vm*.py).
 DEBIAN_PACKAGES := ca-certificates git procps iproute2 debootstrap debian-archive-keyring \
 	systemd-container postgresql qemu-system-x86 qemu-utils busybox-static e2fsprogs zstd
+# The micro kernel (images/microkernel.py, `remotecli image kernel`) is compiled
+# from Debian's kernel source: the same list as microkernel.BUILD_PACKAGES.
+KERNEL_BUILD_PACKAGES := gcc make bc bison flex libelf-dev libssl-dev cpio xz-utils zstd
 PYTEST_ARGS ?=
 
 .PHONY: up test lint typecheck pytest install debian-packages firecracker-bin clean
@@ -30,7 +33,7 @@ install: debian-packages $(STAMP) firecracker-bin
 # apt-get only when something is missing, so a prepared machine starts at once.
 debian-packages:
 	@missing=""; \
-	for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for p in $(DEBIAN_PACKAGES) $(KERNEL_BUILD_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \

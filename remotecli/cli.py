@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,7 +21,10 @@ from remotecli import __version__
 from remotecli.images.recipe import DEFAULT_MIRROR, DEFAULT_RELEASE
 
 if TYPE_CHECKING:
+    from remotecli.images.report import RichBuildProgress
     from remotecli.images.store import Image
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="remote-cli: run users' own Claude Code, Codex and Gemini CLI in isolated VMs.",
@@ -126,7 +130,7 @@ def image_build(
     console.print(summary_table(image))
     print(image.path)
     if vm:
-        _build_vm_artifacts(image, cache_dir, refresh_kernel=False)
+        _build_vm_artifacts(image, cache_dir, refresh_kernel=False, microkernel=False)
 
 
 @image_app.command("vm")
@@ -138,6 +142,13 @@ def image_vm(
     refresh_kernel: Annotated[
         bool, typer.Option(help="ask the mirror for a newer cloud kernel than the cached one")
     ] = False,
+    microkernel: Annotated[
+        bool,
+        typer.Option(
+            "--microkernel",
+            help="boot the micro kernel (remotecli image kernel) instead of Debian's cloud kernel",
+        ),
+    ] = False,
 ) -> None:
     """Build (or reuse) an image's VM artifacts: ext4 root disk, kernel, initramfs."""
     from remotecli.errors import RemoteCliError
@@ -147,7 +158,52 @@ def image_vm(
     except RemoteCliError as exc:
         console.print(f"[red]error:[/red] {escape(exc.message)}")
         raise typer.Exit(1) from exc
-    _build_vm_artifacts(chosen, cache_dir, refresh_kernel=refresh_kernel)
+    _build_vm_artifacts(chosen, cache_dir, refresh_kernel=refresh_kernel, microkernel=microkernel)
+
+
+@image_app.command("kernel")
+def image_kernel(
+    cache_dir: Annotated[Path | None, typer.Option(help="image cache to use")] = None,
+    release: Annotated[
+        str, typer.Option(help="the guests' Debian release (picks linux-source-<series>)")
+    ] = DEFAULT_RELEASE,
+    mirror: Annotated[str, typer.Option(help="Debian mirror")] = DEFAULT_MIRROR,
+    refresh: Annotated[
+        bool, typer.Option(help="ask the mirror for a newer kernel source than the cached build")
+    ] = False,
+) -> None:
+    """Build (or reuse) the micro kernel: Debian's kernel source, tinyconfig + our fragment."""
+    from remotecli.images.microkernel import ensure_micro_kernel
+    from remotecli.images.report import micro_kernel_table
+    from remotecli.images.store import cache_dir as default_cache
+
+    kernel = _with_progress("micro kernel", lambda progress: ensure_micro_kernel(
+        cache=default_cache(cache_dir), release=release, mirror=mirror,
+        progress=progress, refresh=refresh,
+    ))  # fmt: skip
+    console.print(micro_kernel_table(kernel))
+    print(kernel.directory)
+
+
+def _with_progress(what: str, build: Callable[[RichBuildProgress], Coroutine[Any, Any, T]]) -> T:
+    """Run ``build`` with a live Rich display; errors and ^C end the command with a message."""
+    from remotecli.errors import RemoteCliError
+    from remotecli.images.report import RichBuildProgress
+
+    started = time.monotonic()
+    try:
+        with RichBuildProgress(console) as progress:
+            result = asyncio.run(build(progress))
+    except RemoteCliError as exc:
+        console.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: nothing was left behind; the cache is intact")
+        raise typer.Exit(130) from None
+    if progress.ran_stages == 0:
+        elapsed = time.monotonic() - started
+        console.print(f"[green]cached:[/green] {what} reused in {elapsed:.2f} s")
+    return result
 
 
 def _chosen_image(image: Path | None, cache_dir: Path | None) -> Image:
@@ -166,28 +222,16 @@ def _chosen_image(image: Path | None, cache_dir: Path | None) -> Image:
     return load_image(images[0].path)
 
 
-def _build_vm_artifacts(image: Image, cache_dir: Path | None, *, refresh_kernel: bool) -> None:
-    from remotecli.errors import RemoteCliError
-    from remotecli.images.report import RichBuildProgress, vm_table
+def _build_vm_artifacts(
+    image: Image, cache_dir: Path | None, *, refresh_kernel: bool, microkernel: bool
+) -> None:
+    from remotecli.images.report import vm_table
     from remotecli.images.vm import ensure_vm_artifacts
 
-    started = time.monotonic()
-    try:
-        with RichBuildProgress(console) as progress:
-            artifacts = asyncio.run(
-                ensure_vm_artifacts(
-                    image, cache=cache_dir, progress=progress, refresh_kernel=refresh_kernel
-                )
-            )
-    except RemoteCliError as exc:
-        console.print(f"[red]error:[/red] {escape(exc.message)}")
-        raise typer.Exit(1) from exc
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: nothing was left behind; the cache is intact")
-        raise typer.Exit(130) from None
-    if progress.ran_stages == 0:
-        elapsed = time.monotonic() - started
-        console.print(f"[green]cached:[/green] VM artifacts reused in {elapsed:.2f} s")
+    artifacts = _with_progress("VM artifacts", lambda progress: ensure_vm_artifacts(
+        image, cache=cache_dir, progress=progress, refresh_kernel=refresh_kernel,
+        microkernel=microkernel,
+    ))  # fmt: skip
     console.print(vm_table(artifacts))
     print(artifacts.directory)
 

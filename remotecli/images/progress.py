@@ -36,6 +36,13 @@ class Stage(enum.StrEnum):
     VM_INITRAMFS = "vm initramfs"
     VM_DISK = "vm disk"
     VM_SEAL = "vm seal"
+    # the micro kernel (microkernel.py)
+    KERNEL_TOOLS = "kernel tools"
+    KERNEL_SOURCE = "kernel source"
+    KERNEL_FETCH = "kernel fetch"
+    KERNEL_CONFIG = "kernel config"
+    KERNEL_COMPILE = "kernel compile"
+    KERNEL_SEAL = "kernel seal"
 
 
 class BuildProgress(Protocol):

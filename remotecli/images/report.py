@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from remotecli.images.microkernel import MicroKernel
 from remotecli.images.progress import Stage
 from remotecli.images.store import Image
 from remotecli.images.vm import VmArtifacts
@@ -131,4 +132,23 @@ def vm_table(artifacts: VmArtifacts) -> Table:
     table.add_row("modules", " ".join(m["modules"]["load_order"]))
     table.add_row("cmdline", artifacts.cmdline)
     table.add_row("built", f"{m['built_at']} in {m['build_seconds']:.1f} s")
+    return table
+
+
+def micro_kernel_table(kernel: MicroKernel) -> Table:
+    """Where the micro kernel's files are, how big, from which source, how long it took."""
+    m = kernel.manifest
+    table = Table(title=f"micro kernel {kernel.key}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for label, path in (("vmlinux", kernel.vmlinux), ("vmlinuz", kernel.vmlinuz),
+                        (".config", kernel.config)):  # fmt: skip
+        size = m["files"][path.name]["size"]
+        table.add_row(label, f"{path}  [dim]{size / 1e6:.1f} MB[/dim]")
+    source = m["source"]
+    table.add_row("source", f"{source['package']} {source['version']} ({source['release']})")
+    table.add_row("uname -r", kernel.release)
+    table.add_row("compiler", m["compiler"])
+    table.add_row("built", f"{m['built_at']} in {m['build_seconds']:.0f} s "
+                  f"(compile {m['compile_seconds']:.0f} s, -j{m['jobs']})")  # fmt: skip
     return table

@@ -30,7 +30,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -289,6 +289,26 @@ async def build_lock(
 def _open_lock(cache: Path) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     return os.open(cache / ".build.lock", os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def file_problems(
+    directory: Path, recorded: Mapping[str, Any], names: Iterable[str], *, verify: bool
+) -> list[str]:
+    """How the files ``names`` in ``directory`` differ from their manifest ``recorded`` records
+    (``{"size": ..., "sha256": ...}``): missing, resized, or (with verify) other content."""
+    problems = []
+    for name in names:
+        path, want = directory / name, recorded[name]
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            problems.append(f"{name}: {exc.strerror}")
+            continue
+        if size != want["size"]:
+            problems.append(f"{name}: {size} bytes, built with {want['size']}")
+        elif verify and sha256_file(path) != want["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest's")
+    return problems
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
     <cache>/vm/
       kernels/<release>/<version>/   Debian's cloud kernel, extracted (kernel.py)
+      kernels/micro/<key>/           the micro kernel, built from source (microkernel.py)
       apt/<release>/                 the private apt state that fetched it
       <key>/                         one artifact set (read-only once renamed here)
         rootfs.ext4                  the golden rootfs, label remotecli-root, sparse
@@ -12,7 +13,10 @@
       .tmp-<key>-*/                  a build in progress
 
 ``key`` hashes the image key, the kernel package version, the initramfs
-recipe and the disk recipe. A set is built in a temp directory and renamed
+recipe and the disk recipe. ``microkernel=True`` boots the micro kernel
+instead of the cloud kernel (its own sets: the key names the micro build);
+everything is built in, so its initramfs carries no modules and /init loads
+none. A set is built in a temp directory and renamed
 into place under the image cache's build lock: readers see no set or a whole
 one. Once a kernel is cached, later builds use it without asking the mirror
 (``refresh_kernel=True`` asks for the newest).
@@ -43,6 +47,7 @@ from remotecli.images import initramfs
 from remotecli.images.chroot import remove_tree
 from remotecli.images.configdisk import MARKER as CONFIG_MARKER
 from remotecli.images.kernel import Kernel, Module, cached_kernel, fetch_kernel, resolve_modules
+from remotecli.images.microkernel import ensure_micro_kernel
 from remotecli.images.progress import BuildProgress, Stage, StageRunner
 from remotecli.images.store import (
     MANIFEST,
@@ -50,6 +55,7 @@ from remotecli.images.store import (
     Image,
     build_lock,
     cache_dir,
+    file_problems,
     sha256_file,
     staged,
     write_json,
@@ -138,14 +144,26 @@ async def ensure_vm_artifacts(
     cache: Path | None = None,
     progress: BuildProgress | None = None,
     refresh_kernel: bool = False,
+    microkernel: bool = False,
 ) -> VmArtifacts:
-    """The VM artifacts of ``image``: reused when built before, else built now (~30 s)."""
+    """The VM artifacts of ``image``: reused when built before, else built now (~30 s).
+
+    ``microkernel``: boot the micro kernel (built first when not cached: ~7 min).
+    """
     cache = cache_dir(cache)
     base = image.manifest["inputs"]["base"]
     release, mirror = str(base["release"]), str(base["mirror"])
     busybox_sha = await asyncio.to_thread(_check_busybox, BUSYBOX)
-    recipe = initramfs.recipe_sha256(busybox_sha, initramfs.MODULES)
-    kernel = None if refresh_kernel else cached_kernel(cache, release)
+    modules = () if microkernel else initramfs.MODULES
+    recipe = initramfs.recipe_sha256(busybox_sha, modules)
+    if microkernel:
+        # Under its own lock: a ~7 min compile must not hold up image builds.
+        micro = await ensure_micro_kernel(
+            cache=cache, release=release, mirror=mirror, progress=progress, refresh=refresh_kernel
+        )
+        kernel: Kernel | None = micro.as_kernel()
+    else:
+        kernel = None if refresh_kernel else cached_kernel(cache, release)
     if kernel is not None:
         found = _existing(vm_dir(cache) / artifacts_key(image, kernel, recipe))
         if found is not None:
@@ -164,6 +182,8 @@ async def ensure_vm_artifacts(
                 f"check access to {mirror} (the kernel package comes from it)",
             ) as on_line:  # fmt: skip
                 kernel = await fetch_kernel(cache, release, mirror, on_line)
+        elif microkernel:
+            stages.skipped(Stage.VM_KERNEL, f"micro kernel {kernel.release}")
         else:
             stages.skipped(Stage.VM_KERNEL, f"cached {kernel.package} {kernel.version}")
         final = vm_dir(cache) / artifacts_key(image, kernel, recipe)
@@ -173,7 +193,7 @@ async def ensure_vm_artifacts(
         _remove_abandoned(vm_dir(cache))
         prune_orphans(cache)
         with staged(final) as tmp:
-            manifest = await _build(image, kernel, busybox_sha, tmp, stages)
+            manifest = await _build(image, kernel, modules, busybox_sha, tmp, stages)
             manifest.update(
                 key=final.name,
                 initramfs_recipe_sha256=recipe,
@@ -196,18 +216,7 @@ def load_vm_artifacts(directory: Path, *, verify: bool = False) -> VmArtifacts:
         raise ImageError(f"cannot read {directory / MANIFEST}: {exc}; remove {directory}") from exc
     if manifest.get("format") != VM_MANIFEST_FORMAT:
         raise ImageError(f"{directory} was built by another version of the builder: remove it")
-    problems = []
-    for name in FILES:
-        path, want = directory / name, manifest["files"][name]
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            problems.append(f"{name}: {exc.strerror}")
-            continue
-        if size != want["size"]:
-            problems.append(f"{name}: {size} bytes, built with {want['size']}")
-        elif verify and sha256_file(path) != want["sha256"]:
-            problems.append(f"{name}: sha256 differs from the manifest's")
+    problems = file_problems(directory, manifest["files"], FILES, verify=verify)
     if problems:
         raise ImageError(
             f"VM artifacts {directory} changed after they were built: {'; '.join(problems)}. "
@@ -240,10 +249,19 @@ def _existing(directory: Path) -> VmArtifacts | None:
 
 
 async def _build(
-    image: Image, kernel: Kernel, busybox_sha: str, tmp: Path, stages: StageRunner
+    image: Image,
+    kernel: Kernel,
+    wanted: tuple[str, ...],
+    busybox_sha: str,
+    tmp: Path,
+    stages: StageRunner,
 ) -> dict[str, Any]:
     async with stages.stage(Stage.VM_INITRAMFS, f"busybox + modules of {kernel.release} + /init"):
-        modules, built_in = await asyncio.to_thread(_write_boot_files, kernel, busybox_sha, tmp)
+        modules, built_in = await asyncio.to_thread(
+            _write_boot_files, kernel, wanted, busybox_sha, tmp
+        )
+    if not wanted:  # the micro kernel: everything the init needs is built in
+        built_in = list(initramfs.MODULES)
 
     sizes = image.manifest["sizes"]
     disk_bytes = _disk_size(int(sizes["rootfs_bytes"]))
@@ -290,10 +308,10 @@ async def _build(
 
 
 def _write_boot_files(
-    kernel: Kernel, busybox_sha: str, dest: Path
+    kernel: Kernel, wanted: tuple[str, ...], busybox_sha: str, dest: Path
 ) -> tuple[list[Module], list[str]]:
     """The initramfs (modules resolved from the kernel package) and both kernel images."""
-    modules, built_in = resolve_modules(kernel.modules, initramfs.MODULES)
+    modules, built_in = resolve_modules(kernel.modules, wanted) if wanted else ([], [])
     busybox = BUSYBOX.read_bytes()
     if hashlib.sha256(busybox).hexdigest() != busybox_sha:
         raise ImageError(f"{BUSYBOX} changed during the build (a busybox upgrade?): retry")
@@ -370,4 +388,5 @@ def _remove_abandoned(parent: Path) -> None:
             if entry.name.startswith(TMP_PREFIX):
                 remove_tree(entry)
         for entry in (parent / "kernels").glob(f"*/{TMP_PREFIX}*"):
-            remove_tree(entry)
+            if entry.parent.name != "micro":  # built under microkernel.py's own lock
+                remove_tree(entry)
