@@ -18,6 +18,9 @@ DEBIAN_PACKAGES := ca-certificates git procps iproute2 debootstrap debian-archiv
 # The micro kernel (images/microkernel.py, `remotecli image kernel`) is compiled
 # from Debian's kernel source: the same list as microkernel.BUILD_PACKAGES.
 KERNEL_BUILD_PACKAGES := gcc make bc bison flex libelf-dev libssl-dev cpio xz-utils zstd
+# The dashboard's browser tests (tests/web) drive Debian's Chromium: Playwright's
+# own browser download does not work here.
+CHROMIUM := /usr/bin/chromium
 PYTEST_ARGS ?=
 
 .PHONY: up test lint typecheck pytest install debian-packages firecracker-bin clean
@@ -36,6 +39,7 @@ debian-packages:
 	for p in $(DEBIAN_PACKAGES) $(KERNEL_BUILD_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
+	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

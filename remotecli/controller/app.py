@@ -28,6 +28,7 @@ from remotecli.controller.security import create_token
 from remotecli.controller.settings import Settings
 from remotecli.controller.vault import Vault
 from remotecli.errors import RemoteCliError
+from remotecli.web import routes as web
 
 log = logging.getLogger("remotecli.controller")
 
@@ -115,7 +116,9 @@ def create_app(
             status_code=422,
         )
 
-    for router in [*ROUTERS, *(r for r in routers or [] if r not in ROUTERS)]:
+    # The dashboard's pages (web/) are served with the API: they call it like any client.
+    defaults = [*ROUTERS, web.router]
+    for router in [*defaults, *(r for r in routers or [] if r not in defaults)]:
         app.include_router(router)
     return app
 

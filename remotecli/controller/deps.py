@@ -10,7 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from remotecli.controller.context import AppContext
 from remotecli.controller.db import session_scope
-from remotecli.controller.security import Principal, authenticate
+from remotecli.controller.errors import Forbidden
+from remotecli.controller.security import (
+    CSRF_HEADER,
+    SAFE_METHODS,
+    SESSION_COOKIE,
+    Principal,
+    authenticate,
+    authenticate_token,
+)
 
 
 def get_context(request: Request) -> AppContext:
@@ -31,13 +39,29 @@ Session = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def get_principal(
+    request: Request,
     context: Context,
     authorization: Annotated[str | None, Header(description="Bearer API token")] = None,
 ) -> Principal:
+    """The bearer header's token, else the dashboard's cookie (see security.py on CSRF)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
     async with context.sessions() as session:
-        principal = await authenticate(session, authorization)
+        if authorization is None and cookie:
+            require_csrf_header(request)
+            principal = await authenticate_token(session, cookie)
+        else:
+            principal = await authenticate(session, authorization)
         await session.commit()  # records last_used_at
     return principal
+
+
+def require_csrf_header(request: Request) -> None:
+    """A browser request that changes something must prove it comes from our own pages."""
+    if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1":
+        raise Forbidden(
+            f"a request authenticated by the session cookie must send '{CSRF_HEADER}: 1'",
+            code="csrf_required",
+        )
 
 
 Caller = Annotated[Principal, Depends(get_principal)]

@@ -5,6 +5,11 @@
 - ``admin``: VM operations, users and tokens.
 
 Tokens look like ``rcli_<kind>_<random>``; only their SHA-256 is stored.
+
+Browsers (the dashboard) hold the token in an HttpOnly cookie instead of a
+header (``POST /api/session``). Such a request with an unsafe method must
+also carry ``X-Remotecli-Csrf: 1``: another site can make a browser send the
+cookie, never a custom header (that needs a CORS preflight we do not answer).
 """
 
 from __future__ import annotations
@@ -64,12 +69,24 @@ async def create_token(
     return row, token
 
 
+#: The dashboard's cookie holding the API token (HttpOnly, SameSite=Strict).
+SESSION_COOKIE = "remotecli_session"
+#: The header a cookie-authenticated unsafe request must carry, with the value "1".
+CSRF_HEADER = "X-Remotecli-Csrf"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def authenticate(session: AsyncSession, header: str | None) -> Principal:
     if not header:
         raise Unauthorized("send 'Authorization: Bearer <API token>'", code="token_required")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send 'Authorization: Bearer <API token>'", code="token_required")
+    return await authenticate_token(session, token)
+
+
+async def authenticate_token(session: AsyncSession, token: str) -> Principal:
+    """The principal of a bare token (the bearer header's or the dashboard cookie's)."""
     row = (
         await session.execute(
             select(ApiToken).where(ApiToken.token_hash == hash_token(token.strip()))

@@ -40,7 +40,7 @@ from remotecli.controller.vms import VmManager, get_manager
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, approve_device, login
 from remotecli.vmm.base import Backend, Deadlines
 from tests.conftest import PASSWORD, USER
-from tests.controller.harness import RunningController, run_controller
+from tests.controller.harness import RunningController, new_token, run_controller
 from tests.controller.vm_harness import FAST
 
 T = TypeVar("T")
@@ -83,16 +83,7 @@ class Harness:
         if who == "admin":
             return self.running.client()
         if who not in self.tokens:
-            admin = self.running.client()
-            if who == "service":
-                body: dict[str, Any] = {"kind": "service", "name": "web"}
-            else:
-                user_id = who.removeprefix("user:")
-                admin.post("/api/users", json={"id": user_id})
-                body = {"kind": "user", "userId": user_id}
-            response = admin.post("/api/tokens", json=body)
-            assert response.status_code == 201, response.text
-            self.tokens[who] = response.json()["token"]
+            self.tokens[who] = new_token(self.running.client(), who)
         return self.running.client(self.tokens[who])
 
     # -- what the controller holds -----------------------------------------------------------

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -33,6 +34,20 @@ class RunningController:
         client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
         self.clients.append(client)
         return client
+
+
+def new_token(admin: httpx.Client, who: str) -> str:
+    """A new ``service`` or ``user:<id>`` token made with an admin client (the user is created)."""
+    if who == "service":
+        body: dict[str, Any] = {"kind": "service", "name": "web"}
+    else:
+        user_id = who.removeprefix("user:")
+        admin.post("/api/users", json={"id": user_id})
+        body = {"kind": "user", "userId": user_id}
+    response = admin.post("/api/tokens", json=body)
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    return token
 
 
 @contextlib.contextmanager

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from remotecli.controller.api import auth, credentials, prompts, system, users, vms
+from remotecli.controller.api import auth, credentials, prompts, session, system, users, vms
 
 ROUTERS: list[APIRouter] = [
     system.router,
+    session.router,
     users.router,
     auth.router,
     credentials.router,

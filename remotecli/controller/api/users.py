@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from remotecli.controller.deps import Caller, Session
@@ -12,6 +13,9 @@ from remotecli.controller.schemas import TokenCreate, TokenOut, UserCreate, User
 from remotecli.controller.security import create_token
 
 router = APIRouter(tags=["users"])
+
+#: A picker, not an export: the newest users.
+MAX_LISTED = 500
 
 
 @router.post("/api/users", status_code=201, response_model=UserOut, response_model_by_alias=True)
@@ -25,6 +29,15 @@ async def create_user(body: UserCreate, caller: Caller, session: Session) -> Use
     except IntegrityError as exc:
         raise Conflict(f"user {body.id!r} already exists", code="user_exists") from exc
     return user
+
+
+@router.get("/api/users", response_model=list[UserOut], response_model_by_alias=True)
+async def list_users(caller: Caller, session: Session) -> list[User]:
+    """Every user, newest first (admin or service token): the dashboard's user picker."""
+    if caller.kind not in (TokenKind.ADMIN, TokenKind.SERVICE):
+        raise Forbidden("listing users needs an admin or service token", code="admin_required")
+    rows = await session.execute(select(User).order_by(User.created_at.desc()).limit(MAX_LISTED))
+    return list(rows.scalars())
 
 
 @router.get("/api/users/{user_id}", response_model=UserOut, response_model_by_alias=True)

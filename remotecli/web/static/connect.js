@@ -1,0 +1,1 @@
+// Connect accounts (placeholder until the login panel lands).
