@@ -35,7 +35,8 @@ def test_every_route_needs_an_admin_token(make_settings: Callable[..., Settings]
         vm_id = ctl.call(ctl.manager.cli_vm("erin")).vm_id
         routes = [
             ("GET", "/api/vms"), ("GET", f"/api/vms/{vm_id}"),
-            ("GET", f"/api/vms/{vm_id}/console"), ("DELETE", f"/api/vms/{vm_id}"),
+            ("GET", f"/api/vms/{vm_id}/console"), ("GET", f"/api/vms/{vm_id}/sessions"),
+            ("DELETE", f"/api/vms/{vm_id}"),
             ("GET", "/metrics"),
         ]  # fmt: skip
         for method, path in routes:
