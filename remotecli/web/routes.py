@@ -203,18 +203,51 @@ async def connect_page(request: Request, caller: PageCaller, user: str | None = 
     )
 
 
+def _acts_for(caller: Principal, user: str | None) -> str | None:
+    """A user token acts for itself; service/admin tokens for the user they picked (``?user=``)."""
+    if caller.kind is TokenKind.USER:
+        return caller.user_id
+    return user if user and _USER_ID.match(user) else None
+
+
 @router.get(f"{PREFIX}/vms")
 async def vms_page(request: Request, caller: PageCaller) -> Response:
+    """Operators: every VM, the backend and the golden snapshot (the API needs an admin token)."""
     if caller is None:
         return to_login(request)
-    return render(request, "placeholder.html", caller, "VMs")
+    return render(request, "vms.html", caller, "VMs", admin=caller.kind is TokenKind.ADMIN)
+
+
+_VM_ID = re.compile(r"^vm_[0-9a-f]{16}$")
+
+
+@router.get(PREFIX + "/vms/{vm_id}")
+async def vm_page(request: Request, caller: PageCaller, vm_id: str) -> Response:
+    """One VM: readiness timeline, claim trace, evidence, the live console, the agent, destroy."""
+    if caller is None:
+        return to_login(request)
+    if not _VM_ID.match(vm_id):
+        raise NotFound(f"no VM {vm_id!r}", code="unknown_vm")
+    admin = caller.kind is TokenKind.ADMIN
+    return render(request, "vm.html", caller, "VM", admin=admin, vm_id=vm_id)
 
 
 @router.get(f"{PREFIX}/playground")
-async def playground_page(request: Request, caller: PageCaller) -> Response:
+async def playground_page(
+    request: Request, caller: PageCaller, user: str | None = None
+) -> Response:
+    """Run a prompt on one provider or several side by side (POST /api/prompts, /perspectives)."""
     if caller is None:
         return to_login(request)
-    return render(request, "placeholder.html", caller, "Playground")
+    return render(
+        request,
+        "playground.html",
+        caller,
+        "Playground",
+        user_id=_acts_for(caller, user),
+        can_pick=caller.kind is not TokenKind.USER,
+        providers=provider_cards(),
+    )
 
 
 @router.get(PREFIX + "/static/{name}")

@@ -1,0 +1,34 @@
+"""What the VM and playground browser tests share: connecting a provider through the API."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from remotecli.testbed import login
+from tests.conftest import PASSWORD, USER
+from tests.web.conftest import Dashboard
+
+ENDED = ("authenticated", "failed", "cancelled", "expired")
+
+
+def service(dash: Dashboard) -> httpx.Client:
+    return dash.controller.client(dash.token("service"))
+
+
+def connect(dash: Dashboard, user_id: str, provider: str) -> None:
+    """The real login flow through the API, as the web product would run it: start it,
+    sign in at the test bed, paste the code it shows (Claude and Gemini: paste-code modes)."""
+    client = service(dash)
+    started = client.post("/api/auth/start", json={"userId": user_id, "provider": provider})
+    assert started.status_code == 201, started.text
+    session = started.json()
+    outcome = login(session["loginUrl"], USER, PASSWORD)
+    sent = client.post(f"/api/auth/sessions/{session['id']}/code", json={"code": outcome.code})
+    assert sent.status_code == 200, sent.text
+    deadline = time.monotonic() + 20
+    while (body := client.get(f"/api/auth/sessions/{session['id']}").json())["phase"] not in ENDED:
+        assert time.monotonic() < deadline, body
+        time.sleep(0.05)
+    assert body["phase"] == "authenticated", body
