@@ -27,6 +27,7 @@ from remotecli.images import initramfs, layout
 from remotecli.images.configdisk import write_config_disk
 from remotecli.images.store import Image
 from remotecli.images.vm import VmArtifacts, ensure_vm_artifacts
+from remotecli.vmm.qemu import host_tsc_khz
 
 BOOT_TIMEOUT = 90.0
 QEMU = "qemu-system-x86_64"
@@ -51,6 +52,11 @@ def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
 
 def qemu_argv(artifacts: VmArtifacts, config: Path, console: Path, port: int) -> list[str]:
     cmdline = f"{artifacts.cmdline} remotecli.net=10.0.2.15/24,10.0.2.2"
+    # As the qemu backend does under TCG: without it the guest's PIT calibration
+    # of the TSC misses its window on a busy host and the kernel hangs (~1 in 6).
+    khz = host_tsc_khz()
+    if khz:
+        cmdline += f" tsc_early_khz={khz}"
     return [
         QEMU, "-accel", "tcg", "-M", "microvm,isa-serial=on,rtc=on", "-m", "512", "-smp", "1",
         "-nodefaults", "-no-reboot", "-display", "none", "-serial", f"file:{console}",
