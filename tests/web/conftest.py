@@ -18,6 +18,7 @@ page. ``dash.doc_screenshot`` keeps a picture for README.md: written to
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -113,6 +114,13 @@ def playwright() -> Iterator[Playwright]:
 @pytest.fixture
 def browser(playwright: Playwright) -> Iterator[BrowserContext]:
     profile = Path(tempfile.mkdtemp(prefix="rcli-chromium-"))
+    # No speculative connections: a preconnected, idle socket to a CLI's
+    # single-threaded callback listener (Codex's 1455 on this host, with the
+    # fake backend) would hold it until the relay's request times out.
+    (profile / "Default").mkdir()
+    (profile / "Default" / "Preferences").write_text(
+        json.dumps({"net": {"network_prediction_options": 2}})
+    )
     context = playwright.chromium.launch_persistent_context(
         str(profile),
         executable_path=str(CHROMIUM),
