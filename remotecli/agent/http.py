@@ -136,13 +136,17 @@ class HttpServer:
         else:
             await _send(writer, response, keep_alive)
             status = response.status
-        log(
-            "http.request",
-            method=request.method,
-            path=request.path,  # never the query: it may carry ids worth keeping private
-            status=status,
-            ms=round((time.monotonic() - started) * 1000, 1),
-        )
+        # A healthy GET /health is the readiness probe and the health monitor's
+        # heartbeat (several a second while a VM starts): logging each would
+        # bury the console's evidence. Failed ones are logged like the rest.
+        if not (request.path == "/health" and status == 200):
+            log(
+                "http.request",
+                method=request.method,
+                path=request.path,  # never the query: it may carry ids worth keeping private
+                status=status,
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
         return keep_alive
 
     async def _parse(self, head: bytes, reader: asyncio.StreamReader) -> Request:

@@ -85,11 +85,17 @@ function evidence(error) {
 
 let current = null;
 let detailTimer = null;
+// Each refresh has a number; an answer that arrives after a newer refresh began
+// (a poll in flight while Destroy ran) is stale and dropped, or it would show
+// the VM alive again.
+let detailGeneration = 0;
 
 async function refreshDetail() {
   clearTimeout(detailTimer);
+  const generation = ++detailGeneration;
   try {
     const vm = await api("GET", base);
+    if (generation !== detailGeneration) return;
     current = vm;
     const state = document.getElementById("vm-state");
     state.textContent = vm.state;
@@ -110,6 +116,7 @@ async function refreshDetail() {
     if (ENDED.includes(vm.state)) document.getElementById("destroy-confirm").hidden = true;
     pageError.hidden = true;
   } catch (err) {
+    if (generation !== detailGeneration) return;
     fail(err);
   }
   if (!current || !ENDED.includes(current.state)) detailTimer = setTimeout(refreshDetail, DETAIL_MS);
