@@ -41,7 +41,7 @@ port to the guest (``guestfwd`` at 10.0.2.100, each connection piped by
 to AGENT_READY here), and then ``spec.deadlines`` are multiplied by
 ``TCG_DEADLINE_FACTOR`` when the caller left them at their defaults.
 
-**Snapshots.** ``create_snapshot`` boots cold to AGENT_READY, ``stop``s the
+**Snapshots** (``qemusnap.py``). ``create_snapshot`` boots cold to AGENT_READY, ``stop``s the
 VM, migrates its state to ``<snapshot>/state`` (``exec:cat > FILE``: QEMU
 7.2 has no ``file:`` URI), copies its overlay (flushed by the stop) to
 ``<snapshot>/disk.qcow2`` and destroys it. A clone gets a new overlay
@@ -69,7 +69,7 @@ from typing import Any, Protocol
 from remotecli import proc
 from remotecli.errors import CommandFailed, NotReady, VmError
 from remotecli.images import layout, store
-from remotecli.vmm import hostcheck, lifecycle, readiness, restore, statedir
+from remotecli.vmm import hostcheck, lifecycle, qemusnap, readiness, statedir
 from remotecli.vmm.base import (
     Deadlines,
     InstanceSpec,
@@ -80,6 +80,7 @@ from remotecli.vmm.base import (
     UnitState,
 )
 from remotecli.vmm.endpoint import AgentEndpoint, free_tcp_port
+from remotecli.vmm.qemusnap import CONFIG, DISK, STATE_FILE, check_snapshot
 from remotecli.vmm.qmp import QmpClient, QmpError
 from remotecli.vmm.vmmproc import VmmProcess
 
@@ -96,16 +97,11 @@ VM_AGENT_ARGS = "--machine-identity"
 #: Software emulation boots ~10x slower than KVM: default deadlines are scaled by this.
 TCG_DEADLINE_FACTOR = 4.0
 MARKERS = dict(readiness.DEFAULT_MARKERS)
-SNAPSHOT_FORMAT = 1
-STATE_FILE = "state"
-DISK = "disk.qcow2"
-CONFIG = "config.disk"
 #: What QEMU prints when the hostfwd port was taken between our check and its bind.
 HOSTFWD_TAKEN = "Could not set up host forwarding rule"
 PORT_ATTEMPTS = 3
 #: QEMU has nothing to shut down cleanly (the overlay is thrown away): SIGTERM, then SIGKILL.
 STOP_SECONDS = 5.0
-MIGRATE_TIMEOUT = 300.0
 QEMU_IMG_TIMEOUT = 60.0
 
 
@@ -228,21 +224,6 @@ class QemuBackend:
         return AgentEndpoint.from_json(data) if isinstance(data, dict) else None
 
 
-def check_snapshot(snapshot: Snapshot) -> None:
-    if snapshot.backend != "qemu" or snapshot.meta.get("format") != SNAPSHOT_FORMAT:
-        raise VmError(
-            f"{snapshot.directory} is a {snapshot.backend} snapshot (format "
-            f"{snapshot.meta.get('format')}), not a format-{SNAPSHOT_FORMAT} qemu one"
-        )
-    missing = [n for n in (STATE_FILE, DISK) if not (snapshot.directory / n).is_file()]
-    missing += [p for p in snapshot.meta.get("boot_files", ()) if not Path(p).is_file()]
-    if missing:
-        raise VmError(
-            f"snapshot {snapshot.directory} cannot be restored: missing {', '.join(missing)}. "
-            "Remove it so it is made again."
-        )
-
-
 class QemuInstance:
     def __init__(self, backend: QemuBackend, spec: InstanceSpec) -> None:
         self.backend = backend
@@ -300,7 +281,7 @@ class QemuInstance:
             if snapshot is not None:
                 await self._resume()
         except BaseException as exc:
-            evidence = await lifecycle.abandon_start(self, exc, self._evidence)
+            evidence = await lifecycle.abandon_start(self, exc, self.evidence)
             if evidence and isinstance(exc, VmError):
                 raise VmError(f"{exc.message}\n{evidence}") from exc
             raise
@@ -451,71 +432,8 @@ class QemuInstance:
     async def save(
         self, directory: Path, *, boot_phases: Mapping[str, float] | None = None
     ) -> Snapshot:
-        """Stop the VM and write its state + disk into ``directory``; it stays stopped.
-
-        ``directory`` must be new or empty. The state file holds the guest's
-        memory (the golden token in it): it is created 0600.
-        """
-        if self.state is not InstanceState.READY:
-            raise VmError(f"instance {self.spec.instance_id} is {self.state}: save a ready VM")
-        _new_snapshot_dir(directory)
-        t = time.monotonic()
-        await self.qmp.execute("stop")
-        state = directory / STATE_FILE
-        statedir.write_private(state, "")  # `cat >` keeps the mode of an existing file
-        await self.qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(state))}"})
-        info = await self._migration_done()
-        self.timings["save_state"] = time.monotonic() - t
-        t = time.monotonic()
-        # Stopped and migrated: QEMU has flushed the overlay and writes no more.
-        await proc.run(
-            ["cp", "--sparse=always", "--", str(self.dir.path / DISK), str(directory / DISK)],
-            timeout=MIGRATE_TIMEOUT,
-        )
-        (directory / DISK).chmod(0o400)
-        self.timings["save_disk"] = time.monotonic() - t
-        meta = {
-            "format": SNAPSHOT_FORMAT,
-            "qemu_version": self.qmp.version,
-            "source_instance": self.spec.instance_id,
-            "created_at": time.time(),
-            "machine": self.machine,
-            "boot_files": [
-                self.machine["kernel"],
-                self.machine["initrd"],
-                self.machine["base_disk"],
-            ],
-            "config_disk_bytes": (self.dir.path / CONFIG).stat().st_size,
-            "state_bytes": state.stat().st_size,
-            "disk_bytes": (directory / DISK).stat().st_size,
-            "migration": {"total_ms": info.get("total-time"), "downtime_ms": info.get("downtime")},
-            "save_seconds": round(self.timings["save_state"] + self.timings["save_disk"], 3),
-        }
-        snapshot = Snapshot(
-            backend="qemu", directory=directory, image=self.spec.image,
-            golden_token=self.spec.agent_token,
-            boot_phases=dict(boot_phases or self.readiness.durations()), meta=meta,
-        )  # fmt: skip
-        restore.write_meta(snapshot)
-        return snapshot
-
-    async def _migration_done(self) -> dict[str, Any]:
-        end = time.monotonic() + MIGRATE_TIMEOUT
-        while True:
-            info: dict[str, Any] = await self.qmp.execute("query-migrate")
-            status = info.get("status")
-            if status == "completed":
-                return info
-            if status in ("failed", "cancelled"):
-                raise VmError(
-                    f"saving {self.spec.instance_id}'s state failed: "
-                    f"{info.get('error-desc', status)}\n{self._evidence()}"
-                )
-            if time.monotonic() > end:
-                raise VmError(
-                    f"saving {self.spec.instance_id}'s state took over {MIGRATE_TIMEOUT} s"
-                )
-            await asyncio.sleep(0.01)
+        """Stop the VM and write its state + disk into ``directory`` (``qemusnap.save``)."""
+        return await qemusnap.save(self, directory, boot_phases=boot_phases)
 
     # -- teardown ----------------------------------------------------------------
 
@@ -568,7 +486,8 @@ class QemuInstance:
         prefixes = (Path(self.backend.qemu).name + ":", "qemu:")
         return "\n".join(ln for ln in text.splitlines() if ln.startswith(prefixes))
 
-    def _evidence(self) -> str:
+    def evidence(self) -> str:
+        """QEMU's own words and the console tail, for an error message."""
         said = self._qemu_said()
         return lifecycle.evidence(self, "qemu", f"QEMU said:\n{said}" if said else "")
 
@@ -622,12 +541,6 @@ def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
             if key.strip() == "cpu MHz":
                 return round(float(value) * 1000)
     return None
-
-
-def _new_snapshot_dir(directory: Path) -> None:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if any(directory.iterdir()):
-        raise VmError(f"{directory} is not empty: a snapshot goes into a new directory")
 
 
 def _opt(path: Path) -> str:
