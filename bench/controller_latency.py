@@ -1,97 +1,122 @@
-"""Click-to-URL (warm pool vs cold start) and a prompt through the platform vs the CLI directly.
+"""Click-to-URL (warm pool, snapshot restore, cold start); a prompt through the platform vs alone.
 
-    .venv/bin/python bench/controller_latency.py [--backend fake|nspawn] [-n 10]
+    .venv/bin/python bench/controller_latency.py [--backend fake|nspawn|qemu] [-n 10] [--cold N]
+                                                 [--no-prompt]
 
 Runs the real controller (uvicorn in a thread, SQLite) in offline-demo mode:
 the test bed is the provider and the CLIs are its fakes, so the numbers are
-the platform's own overhead. Prints medians, p90s and ratios; asserts nothing.
+the platform's own overhead. Click-to-URL is the wall time of
+``POST /api/auth/start`` (a Claude Code paste-code login) until the answer
+with the login URL; each login is cancelled after. Three ways to get the VM:
+the warm pool (one ready auth VM, refilled between clicks), a restore of the
+golden snapshot (pool 0; backends with snapshots only) and a cold start
+(pool 0, snapshots off). Every click's ``vmOrigin`` is checked against the
+way being measured. The prompt: 'hello' with Codex (API-key mode) in a warm
+CLI VM, vs the fake CLI run directly. Prints p50/p99 and ratios and, last,
+one JSON line; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import shutil
 import subprocess
 import tempfile
-import threading
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
-import uvicorn
+from serve import serve
+from stats import row
 
-from remotecli.controller.app import create_app
 from remotecli.controller.settings import Settings
 from remotecli.testbed import fake_cli_bin_dir
 
-
-def _serve(settings: Settings) -> tuple[uvicorn.Server, str]:
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
-    )
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.01)
-    return server, f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+#: What each way of getting a VM is called in the session's ``vmOrigin``.
+ORIGIN = {"warm": "pool", "restore": "restore", "cold": "cold"}
+WIDTH = 30
 
 
-def _stats(name: str, values: list[float]) -> float:
-    ordered = sorted(values)
-    p50 = statistics.median(ordered)
-    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    print(f"  {name:<34} p50 {p50 * 1000:7.1f} ms   p90 {p90 * 1000:7.1f} ms   (n={len(values)})")
-    return p50
+def _client(url: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=300)
 
 
-def click_to_url(backend: str, pool: int, n: int) -> list[float]:
-    state = Path(tempfile.mkdtemp(prefix="rcli-bench-"))
-    settings = Settings(state_dir=state, backend=backend, demo=True, warm_pool_auth=pool)  # type: ignore[arg-type]
-    server, url = _serve(settings)
-    token = (state / "admin.token").read_text().strip()
-    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
-    client.post("/api/users", json={"id": "bench"})
-    times = []
-    try:
+def click_to_url(state: Path, backend: str, way: str, n: int) -> dict[str, Any]:
+    """``n`` clicks with the VM from ``way`` (warm, restore, cold); their p50/p99 and origins."""
+    settings = Settings(
+        state_dir=state, backend=backend, demo=True,  # type: ignore[arg-type]
+        warm_pool_auth=1 if way == "warm" else 0, snapshots=way != "cold",
+    )  # fmt: skip
+    times: list[float] = []
+    origins: Counter[str] = Counter()
+    with serve(settings) as controller, _client(controller.url, controller.admin_token) as client:
+        client.post("/api/users", json={"id": "bench"})
+        status = client.get("/api/vms").json()
+        if way == "restore":
+            if not status["backend"]["snapshots"]:
+                return {"skipped": f"the {backend} backend has no snapshots"}
+            snapshot = _wait(client, "the golden snapshot", _snapshot_ready)
+            if snapshot["state"] != "ready":
+                return {"skipped": f"no golden snapshot: {snapshot.get('reason')}"}
         for _ in range(n):
-            if pool:
-                _wait_pool(client, pool)
+            if way == "warm":
+                _wait(client, "one ready auth VM in the warm pool", _pool_ready)
             t0 = time.monotonic()
-            session = client.post(
+            started = client.post(
                 "/api/auth/start",
-                json={"userId": "bench", "provider": "codex", "mode": "device_code"},
-            ).json()
-            times.append(time.monotonic() - t0)
-            assert session.get("loginUrl"), session
+                json={"userId": "bench", "provider": "claude_code", "mode": "paste_code"},
+            )
+            elapsed = time.monotonic() - t0
+            if started.status_code != 201:
+                raise RuntimeError(f"POST /api/auth/start: {started.status_code} {started.text}")
+            session = started.json()
+            times.append(elapsed * 1000)
+            origins[session["vmOrigin"]] += 1
             client.delete(f"/api/auth/sessions/{session['id']}")
-    finally:
-        client.close()
-        server.should_exit = True
-    return times
+    summary: dict[str, Any] = row(f"{way} ({ORIGIN[way]})", times, WIDTH)
+    summary["origins"] = dict(origins)
+    if set(origins) != {ORIGIN[way]}:
+        print(f"    note: the VMs came from {dict(origins)}, not only from {ORIGIN[way]}")
+    return summary
 
 
-def _wait_pool(client: httpx.Client, size: int) -> None:
-    deadline = time.monotonic() + 60
+def _snapshot_ready(status: dict[str, Any]) -> dict[str, Any] | None:
+    snapshot: dict[str, Any] = status["snapshot"]
+    return snapshot if snapshot["state"] in ("ready", "failed", "disabled") else None
+
+
+def _pool_ready(status: dict[str, Any]) -> bool | None:
+    ready = [vm for vm in status["vms"] if vm["role"] == "auth" and vm["state"] == "ready"]
+    return True if ready else None
+
+
+def _wait(client: httpx.Client, what: str, check: Any, seconds: float = 600.0) -> Any:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        vms = client.get("/api/vms").json()["vms"]
-        if sum(1 for vm in vms if vm["role"] == "auth" and vm["state"] == "ready") >= size:
-            return
+        found = check(client.get("/api/vms").json())
+        if found is not None:
+            return found
         time.sleep(0.05)
-    raise RuntimeError("the warm pool did not fill within 60 s")
+    raise RuntimeError(f"waited {seconds:.0f} s for {what}")
 
 
-def prompt_ratio(backend: str, n: int) -> tuple[list[float], list[float]]:
-    state = Path(tempfile.mkdtemp(prefix="rcli-bench-"))
+def prompt_ratio(state: Path, backend: str, n: int) -> tuple[list[float], list[float]]:
     settings = Settings(state_dir=state, backend=backend, demo=True, warm_pool_auth=0)  # type: ignore[arg-type]
-    server, url = _serve(settings)
-    token = (state / "admin.token").read_text().strip()
-    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
-    client.post("/api/users", json={"id": "bench"})
-    client.post(
-        "/api/auth/start",
-        json={"userId": "bench", "provider": "codex", "mode": "api_key", "apiKey": "test-bench"},
-    )
     platform: list[float] = []
-    try:
+    with serve(settings) as controller, _client(controller.url, controller.admin_token) as client:
+        client.post("/api/users", json={"id": "bench"})
+        client.post(
+            "/api/auth/start",
+            json={
+                "userId": "bench",
+                "provider": "codex",
+                "mode": "api_key",
+                "apiKey": "test-bench",
+            },
+        )
         for i in range(n + 1):
             t0 = time.monotonic()
             with client.stream(
@@ -99,42 +124,65 @@ def prompt_ratio(backend: str, n: int) -> tuple[list[float], list[float]]:
                 "/api/prompts",
                 json={"userId": "bench", "provider": "codex", "prompt": "hello"},
             ) as response:
+                if response.status_code != 200:
+                    raise RuntimeError(f"POST /api/prompts: {response.status_code}")
                 for _ in response.iter_lines():
                     pass
             if i:  # the first run also boots the user's CLI VM
-                platform.append(time.monotonic() - t0)
-    finally:
-        client.close()
-        server.should_exit = True
+                platform.append((time.monotonic() - t0) * 1000)
     direct: list[float] = []
     home = Path(tempfile.mkdtemp(prefix="rcli-bench-home-"))
     # The agent's own PATH for its CLIs (not a developer shell's shims).
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "CODEX_API_KEY": "test-bench",
            "REMOTECLI_TESTBED_URL": "http://127.0.0.1:9"}  # fmt: skip
     argv = [str(fake_cli_bin_dir() / "codex"), "exec", "--json", "--skip-git-repo-check", "hello"]
-    for _ in range(n):
-        t0 = time.monotonic()
-        subprocess.run(argv, env=env, capture_output=True, check=True, timeout=60)
-        direct.append(time.monotonic() - t0)
+    try:
+        for _ in range(n):
+            t0 = time.monotonic()
+            subprocess.run(argv, env=env, capture_output=True, check=True, timeout=60)
+            direct.append((time.monotonic() - t0) * 1000)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     return platform, direct
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--backend", default="fake", choices=["fake", "nspawn"])
-    parser.add_argument("-n", type=int, default=10)
+    parser.add_argument("--backend", default="fake", choices=["fake", "nspawn", "qemu"])
+    parser.add_argument("-n", type=int, default=10, help="clicks (warm, restore) and prompts")
+    parser.add_argument("--cold", type=int, default=None, help="cold clicks (default: -n)")
+    parser.add_argument("--no-prompt", action="store_true", help="skip the prompt ratio")
     args = parser.parse_args()
-    print(f"backend: {args.backend}")
-    print("click → login URL (POST /api/auth/start until the URL is in the answer)")
-    warm = _stats("warm pool", click_to_url(args.backend, 1, args.n))
-    cold = _stats("cold start (no pool)", click_to_url(args.backend, 0, args.n))
-    print("  restore from snapshot             n/a: this backend has no snapshots")
-    print(f"  ratio cold / warm                 {cold / warm:.2f}x")
-    print("prompt 'hello' with Codex (API-key mode), warm CLI VM")
-    platform, direct = prompt_ratio(args.backend, args.n)
-    through = _stats("through the platform (SSE)", platform)
-    alone = _stats("the CLI run directly", direct)
-    print(f"  ratio platform / direct           {through / alone:.2f}x")
+    state = Path(tempfile.mkdtemp(prefix="rcli-bench-"))
+    out: dict[str, Any] = {"bench": "controller_latency", "backend": args.backend}
+    try:
+        print(f"backend {args.backend}: click → login URL (POST /api/auth/start, wall)")
+        print(f"  {'':<{WIDTH}} {'p50 ms':>9} {'p99 ms':>9}")
+        # One state dir for the three: a golden snapshot is made once and reused.
+        cold_n = args.n if args.cold is None else args.cold
+        ways = {"warm": args.n, "restore": args.n, "cold": cold_n}
+        clicks = {way: click_to_url(state, args.backend, way, n) for way, n in ways.items()}
+        for way, summary in clicks.items():
+            if "skipped" in summary:
+                print(f"  {way:<{WIDTH}} skipped: {summary['skipped']}")
+        out["click_to_url"] = clicks
+        cold = clicks["cold"]["p50_ms"]
+        for way in ("warm", "restore"):
+            if "p50_ms" in clicks[way]:
+                ratio = round(cold / clicks[way]["p50_ms"], 2)
+                out[f"ratio_cold_over_{way}"] = ratio
+                print(f"  ratio p50 cold / {way:<12} {ratio:.2f}x")
+        if not args.no_prompt:
+            print("prompt 'hello' with Codex (API-key mode), warm CLI VM")
+            platform, direct = prompt_ratio(state / "prompt", args.backend, args.n)
+            through = row("through the platform (SSE)", platform, WIDTH)
+            alone = row("the CLI run directly", direct, WIDTH)
+            ratio = round(through["p50_ms"] / alone["p50_ms"], 2)
+            print(f"  ratio p50 platform / direct   {ratio:.2f}x")
+            out["prompt"] = {"platform": through, "direct": alone, "ratio_p50": ratio}
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    print(json.dumps(out, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -7,20 +7,22 @@ disk, configures it (machine, boot source, 2 drives, vsock), InstanceStart,
 pauses, writes a full snapshot, then loads it in a NEW firecracker process.
 Times are wall-clock around each API call (plus the per-VM disk copy). Where
 hostcheck finds hardware virtualization it also times cold boot vs restore
-to AGENT_READY. Numbers, not asserts.
+to AGENT_READY. A JSON line last. Numbers, not asserts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from stats import pct
+from stats import row
 
 from remotecli.images import vm
 from remotecli.images.build import build_image
@@ -73,11 +75,15 @@ async def main(runs: int, memory: int) -> None:
         f"{runs} runs"
     )
     print(f"  {'step':<28} {'p50 ms':>9} {'p99 ms':>9}")
-    for key, values in samples.items():
-        p50, p99 = pct(values, 0.5) * 1000, pct(values, 0.99) * 1000
-        print(f"  {key:<28} {p50:>9.1f} {p99:>9.1f}")
+    steps = {key: row(key, [v * 1000 for v in values], 28) for key, values in samples.items()}
+    out: dict[str, Any] = {
+        "bench": "firecracker", "version": fcbin.VERSION, "memory_mib_guest": memory,
+        "steps": steps,
+    }  # fmt: skip
     if not hostcheck.gather().kvm_usable:
-        print("cold boot vs restore to AGENT_READY: skipped (no hardware virtualization here)")
+        reason = "no hardware virtualization here"
+        print(f"cold boot vs restore to AGENT_READY: skipped ({reason})")
+        print(json.dumps({**out, "agent_ready": {"skipped": reason}}, ensure_ascii=False))
         return
     cold = backend.create(_spec(image.rootfs, "cold", memory))
     t = time.monotonic()
@@ -93,6 +99,9 @@ async def main(runs: int, memory: int) -> None:
     restore = time.monotonic() - t
     await clone.destroy()
     print(f"to AGENT_READY: cold boot {boot * 1000:.0f} ms, restore {restore * 1000:.0f} ms")
+    ready = {"cold_ms": round(boot * 1000, 1), "restore_ms": round(restore * 1000, 1),
+             "ratio": round(boot / restore, 1)}  # fmt: skip
+    print(json.dumps({**out, "agent_ready": ready}, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
 import statistics
 import time
@@ -74,14 +75,14 @@ async def main(args: argparse.Namespace) -> None:
     print(f"image {image.key} ({image.rootfs})")
 
     sequential = [await _one(backend, image.rootfs, n) for n in range(args.starts)]
-    phase_table("sequential", sequential, "starts")
+    seq_summary = phase_table("sequential", sequential, "starts")
 
     t0 = time.monotonic()
     parallel = await asyncio.gather(
         *(_one(backend, image.rootfs, 1000 + n) for n in range(args.parallel))
     )
     wall = time.monotonic() - t0
-    phase_table(f"{args.parallel} at once", list(parallel), "starts")
+    par_summary = phase_table(f"{args.parallel} at once", list(parallel), "starts")
     print(f"  all {args.parallel} ready and destroyed in {wall:.2f} s wall")
 
     instance = backend.create(_spec(image.rootfs, 9999))
@@ -97,6 +98,12 @@ async def main(args: argparse.Namespace) -> None:
     p50_seq = statistics.median(total for _, total in sequential)
     p50_par = statistics.median(total for _, total in parallel)
     print(f"ratio p50 start→ready, {args.parallel} at once vs one: {p50_par / p50_seq:.2f}x")
+    print(json.dumps({
+        "bench": "nspawn_ready", "backend": "nspawn", "sequential": seq_summary,
+        "parallel": {"at_once": args.parallel, "wall_s": round(wall, 2), **par_summary},
+        "memory": {"pss_mib": round(mib, 1), "processes": count},
+        "ratio_parallel_over_sequential_p50": round(p50_par / p50_seq, 2),
+    }, ensure_ascii=False))  # fmt: skip
 
 
 if __name__ == "__main__":

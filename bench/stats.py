@@ -30,14 +30,15 @@ def phase_table(
             r.durations()[phase.value] * 1000 for r, _ in runs if phase.value in r.durations()
         ]
         if values:
-            summary[phase.value] = _row(phase.value, values)
+            summary[phase.value] = row(phase.value, values)
         elif phase in runs[0][0].skipped:
             print(f"  {phase.value:<16} {'-':>9} {'-':>9}  ({runs[0][0].skipped[phase]})")
-    summary["total"] = _row("start→ready", [total * 1000 for _, total in runs])
+    summary["total"] = row("start→ready", [total * 1000 for _, total in runs])
     return summary
 
 
-def _row(name: str, values: Sequence[float]) -> dict[str, float]:
-    p50, p99 = pct(values, 0.5), pct(values, 0.99)
-    print(f"  {name:<16} {p50:9.1f} {p99:9.1f}")
-    return {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1)}
+def row(name: str, values_ms: Sequence[float], width: int = 16) -> dict[str, float]:
+    """Print ``name``, p50 and p99 of ``values_ms`` (and their count); return them, rounded."""
+    p50, p99 = pct(values_ms, 0.5), pct(values_ms, 0.99)
+    print(f"  {name:<{width}} {p50:9.1f} {p99:9.1f}   (n={len(values_ms)})")
+    return {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "n": len(values_ms)}
