@@ -1,0 +1,259 @@
+"""The real controller as an OS process of its own, so a test can SIGKILL, SIGSTOP or restart it.
+
+``ControllerProcess(settings, testbed_url)`` runs ``python -m
+tests.controller.proc_harness`` (uvicorn, the real database, the VM manager
+on the settings' backend, the login flow and the prompt service: what
+``remotecli up`` runs minus the demo's in-process test bed, which would get a
+new address on every restart while the VMs that survive keep the old one).
+Its JSON log goes to ``<state_dir>/controller-<n>.log`` (one per start).
+
+The agents of the fake backend are processes of their own (each leads its
+own process group), so killing the controller's pid alone leaves them running,
+as a controller crash leaves its VMs. ``agent(instance_id)`` is a client of
+one of them, with the token from the instance's run dir, for a test that
+plays the part of the guest while the controller is frozen.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from remotecli.controller.settings import Settings
+from remotecli.vmm import statedir
+from remotecli.vmm.base import Deadlines, Phase
+from tests.controller.harness import new_token
+from tests.controller.vm_harness import REPO, poll
+
+SETTINGS_ENV = "RCLI_TEST_PROC_SETTINGS"
+TESTBED_ENV = "RCLI_TEST_PROC_TESTBED"
+PORT_ENV = "RCLI_TEST_PROC_PORT"
+
+#: The fake agent listens in ~0.1 s, but two cores shared with other test runs
+#: (and a controller process starting beside it) can make that seconds.
+DEADLINES = Deadlines(
+    {
+        Phase.VMM_STARTED: 10.0,
+        Phase.KERNEL_BOOTED: 30.0,
+        Phase.INIT_STARTED: 30.0,
+        Phase.AGENT_LISTENING: 15.0,
+        Phase.AGENT_READY: 15.0,
+    }
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ControllerProcess:
+    """One controller at a time on a fixed port; ``start`` again after ``kill`` is a restart."""
+
+    def __init__(self, settings: Settings, testbed_url: str) -> None:
+        self.settings = settings
+        self.testbed_url = testbed_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self._clients: list[httpx.Client] = []
+        self._tokens: dict[str, str] = {}
+
+    @property
+    def log_path(self) -> Path:
+        return self.settings.state_dir / f"controller-{self.starts}.log"
+
+    def logs(self) -> str:
+        """Every start's log, oldest first."""
+        paths = (self.settings.state_dir / f"controller-{n}.log" for n in range(1, self.starts + 1))
+        return "".join(p.read_text(errors="replace") for p in paths if p.exists())
+
+    def start(self, timeout: float = 60.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "the controller still runs"
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        env = {
+            **os.environ,
+            SETTINGS_ENV: self.settings.model_dump_json(),
+            TESTBED_ENV: self.testbed_url,
+            PORT_ENV: str(self.port),
+        }
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.controller.proc_harness"],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.url, timeout=5) as probe:
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(
+                        f"the controller exited ({self.proc.returncode}) while starting:\n"
+                        + self.log_path.read_text(errors="replace")[-4000:]
+                    )
+                try:
+                    if probe.get("/api/health").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"the controller did not answer /api/health within {timeout} s:\n"
+                        + self.log_path.read_text(errors="replace")[-4000:]
+                    )
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None and self.proc.poll() is None, "the controller is not running"
+        return self.proc.pid
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the controller alone (its VMs go on), as an OOM kill would."""
+        self.signal(signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait(10)
+        self._close_clients()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """A clean stop (SIGTERM): the services end their logins and runs and destroy their VMs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGCONT)  # a test may have left it frozen
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(
+                f"the controller did not stop within {timeout} s of SIGTERM:\n"
+                + self.log_path.read_text(errors="replace")[-4000:]
+            ) from None
+        finally:
+            self._close_clients()
+
+    def _close_clients(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+
+    # -- talking to it -----------------------------------------------------------------
+
+    @property
+    def admin_token(self) -> str:
+        return (self.settings.state_dir / "admin.token").read_text().strip()
+
+    def client(self, who: str = "admin", timeout: float = 30.0) -> httpx.Client:
+        """A client with an ``admin``, ``service`` or ``user:<id>`` token (made once, kept
+        across restarts: tokens live in the database)."""
+        if who == "admin":
+            token = self.admin_token
+        else:
+            if who not in self._tokens:
+                self._tokens[who] = new_token(self.client("admin"), who)
+            token = self._tokens[who]
+        client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
+        self._clients.append(client)
+        return client
+
+    def session(self, client: httpx.Client, session_id: str) -> dict[str, Any]:
+        response = client.get(f"/api/auth/sessions/{session_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_phase(
+        self, client: httpx.Client, session_id: str, phases: set[str], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+
+        def reached() -> bool:
+            last.update(self.session(client, session_id))
+            return last["phase"] in phases
+
+        poll(f"login {session_id} to reach {sorted(phases)} (last: {last})", reached, timeout)
+        return last
+
+    # -- the VMs (fake backend: host processes under the state dir) ----------------------
+
+    @property
+    def fake_root(self) -> Path:
+        return self.settings.state_dir / "fake"
+
+    def instances(self) -> dict[str, int | None]:
+        """The fake backend's instance dirs and their agents' pids (None: not recorded)."""
+        out: dict[str, int | None] = {}
+        for directory in statedir.scan(self.fake_root):
+            pid = directory.read_meta().get("pid")
+            out[directory.instance_id] = pid if isinstance(pid, int) else None
+        return out
+
+    def agent(self, instance_id: str) -> httpx.Client:
+        """A client of that instance's agent, with the token its VM was given."""
+        directory = statedir.StateDir(self.fake_root / instance_id)
+        token = (directory.run / "token").read_text().strip()
+        client = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(directory.socket)), base_url="http://agent",
+            headers={"Authorization": f"Bearer {token}"}, timeout=30,
+        )  # fmt: skip
+        self._clients.append(client)
+        return client
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not count)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+# -- the child process ----------------------------------------------------------------------
+
+
+def main() -> None:
+    import uvicorn
+
+    from remotecli.controller import auth_flow, prompts, vms
+    from remotecli.controller.app import create_app
+    from remotecli.controller.logs import configure
+    from remotecli.testbed import TESTBED_URL_ENV
+
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    start_vms = partial(
+        vms.start_service,
+        deadlines=DEADLINES,
+        agent_env={TESTBED_URL_ENV: os.environ[TESTBED_ENV]},
+    )
+    app = create_app(
+        settings,
+        startup=[start_vms, auth_flow.start_service, prompts.start_service],
+        # Stopped in reverse: runs and logins end (syncing back) before the VMs go.
+        shutdown=[vms.stop_service, auth_flow.stop_service, prompts.stop_service],
+    )
+    configure()
+    port = int(os.environ[PORT_ENV])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Faults: the controller process SIGKILLed (or frozen) at the worst moments, then restarted.
+
+The controller runs as an OS process of its own (``proc_harness``) on the
+real database (SQLite and PostgreSQL), its VMs on the fake backend (the real
+agent as a host process with the test bed's fake CLIs), the test bed's OAuth
+server in the test process (it outlives every restart). A kill is SIGKILL to
+the controller's pid alone: its agents go on running, as a crashed
+controller's VMs do. A "frozen" controller is SIGSTOPped at a moment the test
+finds by asking the agent, then killed: no hook in the product, no patching.
+
+What must hold after each restart: the interrupted thing (login, capture,
+sync-back) ends in a clear state, no agent process is left that no VM row
+accounts for, the vault holds whole versions only (each opens and parses),
+and the next login or prompt works.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from remotecli.controller import credentials, db
+from remotecli.controller.models import Credential
+from remotecli.controller.settings import Settings
+from remotecli.controller.vault import Vault
+from remotecli.controller.vmstore import instance_id_for
+from remotecli.testbed import OAuthServer
+from tests.controller import vm_harness
+from tests.controller.auth_support import answer_for
+from tests.controller.proc_harness import ControllerProcess, pid_alive
+from tests.controller.vm_harness import poll
+
+state_dir = vm_harness.state_dir
+make_settings = vm_harness.make_settings
+
+#: Two controller starts, logins and prompts on a 2-core host shared with other runs.
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def ctl(
+    make_settings: Callable[..., Settings], oauth_server: OAuthServer
+) -> Iterator[ControllerProcess]:
+    process = ControllerProcess(make_settings(), oauth_server.url)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def reconcile_reports(ctl: ControllerProcess) -> list[dict[str, Any]]:
+    """The reconcile reports the controller logged at its starts (one per start that found VMs)."""
+    reports = []
+    for line in ctl.logs().splitlines():
+        if line.startswith("{") and "reconciled VMs after start" in line:
+            # "reconciled VMs after start: {...}": the report's repr (literals only)
+            event: str = json.loads(line)["event"]
+            reports.append(ast.literal_eval(event.split(": ", 1)[1]))
+    return reports
+
+
+def vault_versions(
+    settings: Settings, user_id: str, provider: str
+) -> list[tuple[int, dict[str, str]]]:
+    """Every stored version, opened with the controller's own vault key: (version, files)."""
+
+    async def read() -> list[tuple[int, dict[str, str]]]:
+        from sqlalchemy import select
+
+        vault = Vault.from_file(settings.resolved_vault_key_file)
+        engine = db.make_engine(settings.resolved_database_url)
+        try:
+            async with db.sessionmaker(engine)() as session:
+                rows = (
+                    await session.execute(
+                        select(Credential)
+                        .where(Credential.user_id == user_id, Credential.provider == provider)
+                        .order_by(Credential.version)
+                    )
+                ).scalars()
+                return [
+                    (r.version, {f.path: f.content for f in credentials.open_files(vault, r)})
+                    for r in rows
+                ]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def login(ctl: ControllerProcess, web: httpx.Client, user_id: str, provider: str) -> dict[str, Any]:
+    """The whole login through the API: start, sign in at the test bed, paste, authenticated."""
+    started = web.post("/api/auth/start", json={"userId": user_id, "provider": provider})
+    assert started.status_code == 201, started.text
+    session: dict[str, Any] = started.json()
+    answer = answer_for(session)
+    if answer is not None:
+        pasted = web.post(f"/api/auth/sessions/{session['id']}/code", json=answer)
+        assert pasted.status_code == 200, pasted.text
+    ended = ctl.wait_phase(web, session["id"], {"authenticated", "failed", "cancelled", "expired"})
+    assert ended["phase"] == "authenticated", f"the login did not succeed: {ended}"
+    return ended
+
+
+def assert_no_orphans(ctl: ControllerProcess, admin: httpx.Client) -> None:
+    """Every agent process under the state dir belongs to a VM the controller lists as live."""
+    live = {
+        vm["id"] for vm in admin.get("/api/vms").json()["vms"]
+        if vm["state"] not in ("stopped", "failed")
+    }  # fmt: skip
+    accounted = {instance_id_for(v) for v in live}
+    strays = {i: pid for i, pid in ctl.instances().items() if i not in accounted}
+    assert strays == {}, f"agent instances no live VM row accounts for: {strays} (live VMs: {live})"
+
+
+# -- 1. killed while the login waits for the user ---------------------------------------------
+
+
+def test_a_login_cut_by_sigkill_ends_controller_restarted_and_a_new_one_works(
+    ctl: ControllerProcess,
+) -> None:
+    web, admin = ctl.client("service"), ctl.client("admin")
+    started = web.post("/api/auth/start", json={"userId": "ada", "provider": "claude_code"})
+    assert started.status_code == 201, started.text
+    session = started.json()
+    assert (session["phase"], session["expects"]) == ("awaiting_user", "code"), session
+    ((instance, agent_pid),) = ctl.instances().items()
+    assert agent_pid is not None and pid_alive(agent_pid), f"no live agent for {instance}"
+
+    ctl.kill()
+    assert pid_alive(agent_pid), "the agent died with the controller: the crash was not a crash"
+    ctl.start()
+    web, admin = ctl.client("service"), ctl.client("admin")
+
+    after = ctl.session(web, session["id"])
+    assert (after["phase"], after["ended"]) == ("failed", True), after
+    assert after["error"]["code"] == "controller_restarted", after
+    assert "start a new one" in after["error"]["message"], after
+    # Reconcile found the auth VM running and adopted it; the login service then destroyed it.
+    reports = reconcile_reports(ctl)
+    assert [r["adopted"] for r in reports] == [[session["vmId"]]], reports
+    vm = admin.get(f"/api/vms/{session['vmId']}").json()
+    assert vm["state"] == "stopped" and "orphaned by a restart" in vm["stopReason"], vm
+    poll(f"the old agent (pid {agent_pid}) to exit", lambda: not pid_alive(agent_pid))
+    assert ctl.instances() == {}, "the cut login's VM is still on disk"
+    late = web.post(f"/api/auth/sessions/{session['id']}/code", json={"code": "abc#def"})
+    assert late.status_code == 409, late.text
+
+    login(ctl, web, "ada", "claude_code")
+    listed = web.get("/api/users/ada/credentials").json()
+    assert [(c["provider"], c["state"], c["version"]) for c in listed] == [
+        ("claude_code", "connected", 1)
+    ], listed
+    poll("the new login's VM to be destroyed", lambda: ctl.instances() == {})
+    assert_no_orphans(ctl, admin)
+
+
+# -- 2. killed between the agent's success and the vault write (and right after it) ----------
+
+
+def sign_in_through_the_agent(ctl: ControllerProcess, session: dict[str, Any]) -> None:
+    """The user signs in and the code reaches the agent while the controller is frozen.
+
+    The test plays the controller's part of step 11 (the paste) with the VM's own
+    token; the agent then reports success that nobody captures yet.
+    """
+    answer = answer_for(session)
+    assert answer is not None
+    ((instance, _),) = ctl.instances().items()
+    agent = ctl.agent(instance)
+    (login_row,) = agent.get("/sessions").json()["sessions"]
+    done = agent.post(
+        f"/sessions/{login_row['sessionId']}/code", json={**answer, "waitSeconds": 20}
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["phase"] == "authenticated", done.json()
+
+
+@pytest.mark.parametrize("moment", ["before_the_vault_write", "after_the_vault_write"])
+def test_a_capture_cut_by_sigkill_leaves_no_version_or_a_whole_one(
+    ctl: ControllerProcess, moment: str
+) -> None:
+    web = ctl.client("service")
+    started = web.post("/api/auth/start", json={"userId": "ada", "provider": "claude_code"})
+    assert started.status_code == 201, started.text
+    session = started.json()
+    ctl.signal(signal.SIGSTOP)
+    sign_in_through_the_agent(ctl, session)
+    ((instance, _),) = ctl.instances().items()
+    on_vm = ctl.agent(instance).get("/credentials", params={"provider": "claude_code"}).json()
+    assert on_vm["complete"], on_vm
+    if moment == "after_the_vault_write":
+        ctl.signal(signal.SIGCONT)
+        poll(
+            "the controller to store the captured files",
+            lambda: vault_versions(ctl.settings, "ada", "claude_code"),
+            timeout=30,
+        )
+    ctl.kill()
+    stored = vault_versions(ctl.settings, "ada", "claude_code")
+    ctl.start()
+    web, admin = ctl.client("service"), ctl.client("admin")
+
+    files = {f["path"]: f["content"] for f in on_vm["files"]}
+    if moment == "before_the_vault_write":
+        assert stored == [], "a version was stored by a controller that was frozen"
+    else:
+        # Whole: the one version holds exactly the files the CLI wrote, and it opens.
+        assert stored == [(1, files)], [(v, sorted(f)) for v, f in stored]
+    assert vault_versions(ctl.settings, "ada", "claude_code") == stored
+    after = ctl.session(web, session["id"])
+    assert after["ended"], f"the cut login is still open after the restart: {after}"
+    if after["phase"] != "authenticated":  # killed before its row said so
+        assert (after["phase"], after["error"]["code"]) == ("failed", "controller_restarted"), after
+    listed = web.get("/api/users/ada/credentials").json()
+    assert [c["version"] for c in listed] == [v for v, _ in stored], listed
+    poll("the cut login's VM to be destroyed", lambda: ctl.instances() == {})
+    assert_no_orphans(ctl, admin)
+
+    login(ctl, web, "ada", "claude_code")
+    newest = vault_versions(ctl.settings, "ada", "claude_code")
+    assert [v for v, _ in newest] == [v for v, _ in stored] + [len(stored) + 1], newest
