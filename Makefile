@@ -23,7 +23,7 @@ KERNEL_BUILD_PACKAGES := gcc make bc bison flex libelf-dev libssl-dev cpio xz-ut
 CHROMIUM := /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: up test lint typecheck pytest install debian-packages firecracker-bin clean
+.PHONY: up test lint typecheck pytest install debian-packages firecracker-bin clean bench
 
 up: install
 	$(VENV)/bin/remotecli up
@@ -65,6 +65,12 @@ typecheck:
 
 pytest:
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every benchmark sized for this host (~10-15 min on 2 cores), one table + bench/results/latest.json;
+# bigger sizes: BENCH_ARGS="--logins 300 --prompts 100" (see bench/README.md).
+BENCH_ARGS ?=
+bench: install
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -51,6 +51,7 @@ def click_to_url(state: Path, backend: str, way: str, n: int) -> dict[str, Any]:
         warm_pool_auth=1 if way == "warm" else 0, snapshots=way != "cold",
     )  # fmt: skip
     times: list[float] = []
+    claims: list[float] = []  # the server's own claimMs: the VM part of the click
     origins: Counter[str] = Counter()
     with serve(settings) as controller, _client(controller.url, controller.admin_token) as client:
         client.post("/api/users", json={"id": "bench"})
@@ -74,9 +75,11 @@ def click_to_url(state: Path, backend: str, way: str, n: int) -> dict[str, Any]:
                 raise RuntimeError(f"POST /api/auth/start: {started.status_code} {started.text}")
             session = started.json()
             times.append(elapsed * 1000)
+            claims.append(float(session["timings"]["claimMs"]))
             origins[session["vmOrigin"]] += 1
             client.delete(f"/api/auth/sessions/{session['id']}")
     summary: dict[str, Any] = row(f"{way} ({ORIGIN[way]})", times, WIDTH)
+    summary["claim"] = row("  of which the VM claim", claims, WIDTH)
     summary["origins"] = dict(origins)
     if set(origins) != {ORIGIN[way]}:
         print(f"    note: the VMs came from {dict(origins)}, not only from {ORIGIN[way]}")
@@ -161,10 +164,11 @@ def main() -> None:
         # One state dir for the three: a golden snapshot is made once and reused.
         cold_n = args.n if args.cold is None else args.cold
         ways = {"warm": args.n, "restore": args.n, "cold": cold_n}
-        clicks = {way: click_to_url(state, args.backend, way, n) for way, n in ways.items()}
-        for way, summary in clicks.items():
-            if "skipped" in summary:
-                print(f"  {way:<{WIDTH}} skipped: {summary['skipped']}")
+        clicks: dict[str, dict[str, Any]] = {}
+        for way, n in ways.items():
+            clicks[way] = click_to_url(state, args.backend, way, n)
+            if "skipped" in clicks[way]:
+                print(f"  {way:<{WIDTH}} skipped: {clicks[way]['skipped']}")
         out["click_to_url"] = clicks
         cold = clicks["cold"]["p50_ms"]
         for way in ("warm", "restore"):
