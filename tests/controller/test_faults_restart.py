@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -228,3 +230,93 @@ def test_a_capture_cut_by_sigkill_leaves_no_version_or_a_whole_one(
     login(ctl, web, "ada", "claude_code")
     newest = vault_versions(ctl.settings, "ada", "claude_code")
     assert [v for v, _ in newest] == [v for v, _ in stored] + [len(stored) + 1], newest
+
+
+# -- 3. killed while a run holds a rotated refresh token the vault does not have yet ----------
+
+
+def refresh_token_of(files: dict[str, str]) -> str:
+    token: str = json.loads(files[".claude/.credentials.json"])["claudeAiOauth"]["refreshToken"]
+    return token
+
+
+def prompt_in_background(web: httpx.Client, body: dict[str, Any]) -> threading.Thread:
+    """POST /api/prompts on a thread; the controller dies under it, so its end is not read."""
+
+    def run() -> None:
+        with (
+            contextlib.suppress(httpx.TransportError),
+            web.stream("POST", "/api/prompts", json=body) as response,
+        ):
+            for _ in response.iter_lines():
+                pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_sync_back_cut_by_sigkill_is_recovered_from_the_adopted_vm(
+    ctl: ControllerProcess, oauth_server: OAuthServer
+) -> None:
+    web, admin = ctl.client("service"), ctl.client("admin")
+    login(ctl, web, "ada", "claude_code")
+    ((_, first),) = vault_versions(ctl.settings, "ada", "claude_code")
+    poll("the login's VM to be destroyed", lambda: ctl.instances() == {})
+    # The next run's CLI refreshes (single-use refresh token: the old one is spent at once),
+    # writes the new files, then the prompt "hang" keeps the run going until it is killed.
+    oauth_server.expire_access_tokens("claude")
+    runner = prompt_in_background(
+        ctl.client("service"), {"userId": "ada", "provider": "claude_code", "prompt": "hang"}
+    )
+    on_vm: dict[str, str] = {}
+
+    def rotated_on_the_vm() -> bool:
+        # Only a VM whose agent got ready (a starting one may not listen yet).
+        vms = admin.get("/api/vms").json()["vms"]
+        for vm in (v for v in vms if (v["role"], v["state"]) == ("cli", "claimed")):
+            agent = ctl.agent(instance_id_for(vm["id"]))
+            held = agent.get("/credentials", params={"provider": "claude_code"})
+            if held.status_code == 200 and held.json()["complete"]:
+                on_vm.clear()
+                on_vm.update({f["path"]: f["content"] for f in held.json()["files"]})
+                return refresh_token_of(on_vm) != refresh_token_of(first)
+        return False
+
+    poll("the CLI in the VM to rotate its refresh token", rotated_on_the_vm, timeout=30)
+    issued = {t.refresh_token: t for t in oauth_server.issued_tokens("claude")}
+    assert issued[refresh_token_of(first)].refresh_used, "the vault's refresh token is not spent"
+    ((cli_instance, cli_pid),) = ctl.instances().items()
+    ctl.kill()
+    runner.join(10)
+    # What the crash left: the vault's newest version holds a spent token, the VM the live one.
+    assert [v for v, _ in vault_versions(ctl.settings, "ada", "claude_code")] == [1]
+    ctl.start()
+    web, admin = ctl.client("service"), ctl.client("admin")
+
+    (report,) = reconcile_reports(ctl)
+    assert report["adopted"] == [vm_id_of(admin, cli_instance)], report
+    assert cli_pid is not None and pid_alive(cli_pid), "the adopted VM's agent is gone"
+    versions = vault_versions(ctl.settings, "ada", "claude_code")
+    assert [v for v, _ in versions] == [1, 2], "the VM's rotated copy was not synced back"
+    assert refresh_token_of(versions[-1][1]) == refresh_token_of(on_vm)
+    runs = admin.get(f"/api/vms/{vm_id_of(admin, cli_instance)}/sessions").json()["recentRuns"]
+    assert [(r["status"], r["errorCode"]) for r in runs] == [("failed", "interrupted")], runs
+
+    # The lease is free: the next run starts at once, refreshes from the synced-back token.
+    oauth_server.expire_access_tokens("claude")
+    response = web.post(
+        "/api/prompts", json={"userId": "ada", "provider": "claude_code", "prompt": "hello"}
+    )
+    assert response.status_code == 200, response.text
+    done = [line for line in response.text.splitlines() if line.startswith("data: ")][-1]
+    finished = json.loads(done.removeprefix("data: "))
+    assert (finished["status"], finished["credentialsChanged"]) == ("succeeded", True), finished
+    assert [v for v, _ in vault_versions(ctl.settings, "ada", "claude_code")] == [1, 2, 3]
+    assert_no_orphans(ctl, admin)
+
+
+def vm_id_of(admin: httpx.Client, instance_id: str) -> str:
+    vms: list[dict[str, str]] = admin.get("/api/vms").json()["vms"]
+    (vm_id,) = [vm["id"] for vm in vms if instance_id_for(vm["id"]) == instance_id]
+    return vm_id
