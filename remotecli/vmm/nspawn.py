@@ -32,6 +32,7 @@ One instance = one launcher process, started as::
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,8 @@ from remotecli.vmm.vmmproc import VmmProcess
 
 STATE_ROOT = Path("/run/remotecli/instances")
 MACHINE_PREFIX = "remotecli-"
+#: nspawn's per-machine directory on the host (for mounts propagated into the guest).
+PROPAGATE_DIR = Path("/run/systemd/nspawn/propagate")
 GUEST_ARGS = ("systemd.log_target=console", "systemd.status_unit_format=name")
 #: AF_VSOCK is not namespaced: an agent in a container must not bind the host's vsock.
 CONTAINER_AGENT_ARGS = "--vsock off"
@@ -164,19 +167,22 @@ class NspawnInstance:
 
     async def destroy(self) -> None:
         """Stop the container cleanly (SIGTERM = systemd shutdown), then verify nothing is left."""
-        if self.process.alive():
-            if not await self.process.terminate(self.backend.stop_seconds):
-                # Not process.kill(): the whole cgroup first (the guest's services run in
-                # sessions of their own), then the launcher's session, whether or not the
-                # launcher outlived the cgroup kill.
-                assert self.pid is not None
-                self.cgroup.kill()
-                proc.kill_group(self.pid)
-                await self.process.wait_exit(5.0)
-        elif self.owns_cgroup and self.cgroup.pids():
-            self.cgroup.kill()  # the launcher died but left the guest running
+        if self.process.alive() and not await self.process.terminate(self.backend.stop_seconds):
+            # Not process.kill(): the whole cgroup first (the guest's services run in
+            # sessions of their own), then the launcher's session, whether or not the
+            # launcher outlived the cgroup kill.
+            assert self.pid is not None
+            self.cgroup.kill()
+            proc.kill_group(self.pid)
+            await self.process.wait_exit(5.0)
+        if self.owns_cgroup and self.cgroup.pids():
+            # The launcher is gone but left the guest running: it was killed (and may not
+            # have been reaped yet, so it looked alive above and "exited" at once on SIGTERM).
+            self.cgroup.kill()
         problems = await self.cgroup.remove() if self.owns_cgroup else []
         self.dir.remove()
+        # nspawn removes it when it exits cleanly; a killed launcher leaves it.
+        shutil.rmtree(PROPAGATE_DIR / self.machine, ignore_errors=True)
         lifecycle.stopped(self, "nspawn", problems + self._leftovers())
 
     # -- evidence ---------------------------------------------------------------
@@ -247,7 +253,7 @@ class NspawnInstance:
             problems += [f"process {pid} still in the cgroup" for pid in self.cgroup.pids()]
             problems += [f"cgroup {d}" for d in self.cgroup.dirs()]
         problems += [f"mount {m}" for m in statedir.mounts_under(self.dir.path)]
-        propagate = Path("/run/systemd/nspawn/propagate") / self.machine
+        propagate = PROPAGATE_DIR / self.machine
         if propagate.exists():
             problems.append(f"nspawn propagation dir {propagate}")
         return problems
