@@ -1,14 +1,16 @@
 """Many logins, then many prompt streams, at once through the real controller on the test bed.
 
     .venv/bin/python bench/load.py [--backend fake|nspawn] [--logins 100] [--prompts 30]
-                                   [--pool 1] [--database-url URL]
+                                   [--pool 1] [--providers claude_code,gemini_cli]
+                                   [--database-url URL]
 
 Runs the real controller (uvicorn in a thread, every service) in offline-demo
 mode: the test bed's OAuth server is the provider, the image's fake CLIs are
-the CLIs. Users u1..uN each log in at the same moment (odd: Claude Code, even:
-Gemini CLI, both paste-code logins): POST /api/auth/start → the login URL →
-the user signs in at the test bed (its browser helper, in a thread per user)
-→ POST the pasted code → connected. Then the first ``--prompts`` connected
+the CLIs. Users u1..uN each log in at the same moment (by default u1 with
+Claude Code, u2 with Gemini CLI, and so on: both paste-code logins):
+POST /api/auth/start → the login URL → the user signs in at the test bed
+(its browser helper, a thread per user) → POST the pasted code → connected.
+Then the first ``--prompts`` connected
 users each stream one prompt at once, twice: the first round also boots each
 user's CLI VM, the second finds it warm.
 
@@ -173,7 +175,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         state_dir=state, backend=args.backend, demo=True, warm_pool_auth=args.pool,
         database_url=args.database_url,
     )  # fmt: skip
-    users = [(f"u{n}", PROVIDERS[(n + 1) % 2]) for n in range(1, args.logins + 1)]
+    providers = args.providers.split(",")
+    users = [(f"u{n}", providers[(n - 1) % len(providers)]) for n in range(1, args.logins + 1)]
     try:
         return await _load(args, settings, users)
     finally:
@@ -268,6 +271,10 @@ def main() -> None:
     parser.add_argument("--backend", default="fake", choices=["fake", "nspawn", "qemu"])
     parser.add_argument("--logins", type=int, default=100, help="users logging in at once")
     parser.add_argument("--prompts", type=int, default=30, help="prompt streams at once")
+    parser.add_argument(
+        "--providers", default=",".join(PROVIDERS),
+        help="logins rotate over these (paste-code logins: claude_code, gemini_cli)",
+    )  # fmt: skip
     parser.add_argument("--pool", type=int, default=1, help="warm auth VMs before the rush")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     args = parser.parse_args()

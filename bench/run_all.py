@@ -3,6 +3,7 @@
     .venv/bin/python bench/run_all.py [--only NAME,...] [--logins 100] [--prompts 30]
                                       [--nspawn-logins 10] [--clicks 5] [--qemu-cold 2]
                                       [--qemu-restores 5] [--kernel-boot] [--database-url URL]
+                                      [--output bench/results/latest.json]
 
 Runs each script beside it as its own process (their output streams through),
 keeps the JSON line each prints last, and skips with a reason what this host
@@ -239,14 +240,19 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=5, help="click→URL samples per way")
     parser.add_argument("--qemu-cold", type=int, default=2, help="qemu cold boots (~20 s each)")
     parser.add_argument("--qemu-restores", type=int, default=5)
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--database-url", help="the load runs' database (default: SQLite)")
     parser.add_argument("--kernel-boot", action="store_true", help="also cloud vs micro kernel")
     args = parser.parse_args()
     facts = hostcheck.gather()
     only = {name for name in args.only.split(",") if name}
+    plan = _plan(args, facts)
+    unknown = only - {step.name for step in plan}
+    if unknown:
+        parser.error(f"unknown step(s) {sorted(unknown)}; the steps: {[s.name for s in plan]}")
     results: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
-    for step in _plan(args, facts):
+    for step in plan:
         if only and step.name not in only:
             results[step.name] = {"skipped": "not in --only"}
         elif step.skip:
@@ -258,15 +264,15 @@ def main() -> None:
         "host": _host(facts), "wall_s": round(time.monotonic() - t0, 1),
         "summary": dict(summarize(results)), "results": results,
     }  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     host = document["host"]
     print(f"\n=== summary ({host['date']}, {host['cpus']} CPUs {host['cpu']}, "
           f"kernel {host['kernel']}, {document['wall_s']} s)")  # fmt: skip
     width = max(len(what) for what in document["summary"])
     for what, value in document["summary"].items():
         print(f"  {what:<{width}}  {value}")
-    print(f"\nwritten to {RESULTS / 'latest.json'}")
+    print(f"\nwritten to {args.output}")
     print(json.dumps(document, ensure_ascii=False))
     failed = [name for name, result in results.items() if "failed" in result]
     sys.exit(1 if failed else 0)
