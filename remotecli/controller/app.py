@@ -17,12 +17,13 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from remotecli import __version__
 from remotecli.controller import db, services
 from remotecli.controller.api import ROUTERS
 from remotecli.controller.context import AppContext, Shutdown, Startup
-from remotecli.controller.errors import status_for
+from remotecli.controller.errors import database_error, status_for
 from remotecli.controller.models import ApiToken, TokenKind
 from remotecli.controller.security import create_token
 from remotecli.controller.settings import Settings
@@ -105,6 +106,18 @@ def create_app(
     @app.exception_handler(RemoteCliError)
     async def remotecli_error(request: Request, exc: RemoteCliError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=status_for(exc))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def storage_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # The database down, busy or out of disk: a 503/507 the caller can act on,
+        # not a 500 (or, from inside the middleware, a reset connection).
+        error = database_error(exc)
+        if error is None:
+            raise exc
+        cause = type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__
+        log.warning("database error: %s (%s)", error.code, cause, extra={"path": request.url.path})
+        headers = {"Retry-After": "5"} if error.status == 503 else None
+        return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

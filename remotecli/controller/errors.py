@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
+
 from remotecli.errors import RemoteCliError
 
 
@@ -55,6 +57,11 @@ class Unavailable(ApiError):
     code = "unavailable"
 
 
+class StorageFull(ApiError):
+    status = 507
+    code = "storage_full"
+
+
 #: HTTP status for library errors, by their ``code``.
 STATUS_BY_CODE: dict[str, int] = {
     "vm_not_ready": 503,
@@ -71,3 +78,32 @@ def status_for(error: RemoteCliError) -> int:
     if isinstance(error, ApiError):
         return error.status
     return STATUS_BY_CODE.get(error.code, 500)
+
+
+#: PostgreSQL's SQLSTATE for disk_full; SQLite says "database or disk is full" (SQLITE_FULL).
+_DISK_FULL_SQLSTATE = "53100"
+_DISK_FULL_TEXT = ("database or disk is full", "No space left on device")
+
+
+def database_error(error: sa_exc.SQLAlchemyError) -> ApiError | None:
+    """A database failure the caller can act on (retry, free space), as an API error.
+
+    None for anything else (a constraint, a bad query: a bug, left to the 500
+    handler). The message never carries the driver's text: it can hold SQL,
+    parameters or the server's address.
+    """
+    orig = getattr(error, "orig", None)
+    if getattr(orig, "sqlstate", None) == _DISK_FULL_SQLSTATE or any(
+        text in str(orig or error) for text in _DISK_FULL_TEXT
+    ):
+        return StorageFull(
+            "the controller's database could not write: its disk is full. Nothing new was "
+            "stored; free space on the database's disk, then retry"
+        )
+    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return Unavailable(
+            "the controller's database is unavailable (down, unreachable or busy); "
+            "retry in a few seconds",
+            code="database_unavailable",
+        )
+    return None
