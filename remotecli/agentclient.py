@@ -55,6 +55,12 @@ class AgentClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    def _check_open(self) -> None:
+        # Closed when the VM was destroyed (by the health monitor, say) while a caller
+        # still held its handle: that agent is gone, as if its socket had vanished.
+        if self._client.is_closed:
+            raise AgentUnreachable(f"the agent at {self._socket} is gone: its VM was destroyed")
+
     async def health(self) -> dict[str, Any]:
         return await self.request("GET", "/health")
 
@@ -70,6 +76,7 @@ class AgentClient:
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
+        self._check_open()
         try:
             response = await self._client.request(
                 method, path, json=json, params=params,
@@ -112,6 +119,7 @@ class AgentClient:
         think (or run a tool) for minutes and the agent enforces the run's
         own deadline.
         """
+        self._check_open()
         timeout = httpx.Timeout(self._client.timeout.connect, read=read_timeout)
         try:
             async with self._client.stream(method, path, json=json, timeout=timeout) as response:
