@@ -57,6 +57,7 @@ from remotecli.controller.prompt_outcome import (
 )
 from remotecli.controller.vms import VmHandle
 from remotecli.errors import RemoteCliError
+from remotecli.vmm.readiness import probe_health
 
 if TYPE_CHECKING:
     from remotecli.controller.prompts import PromptService
@@ -69,6 +70,8 @@ CANCEL_DRAIN_SECONDS = 15.0
 DEADLINE_GRACE_SECONDS = 30.0
 #: Stored error messages are for operators; the full text went out in the stream.
 MAX_STORED_MESSAGE = 1000
+#: After a broken stream: one /health probe says whether the agent is gone.
+LOST_PROBE_SECONDS = 2.0
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -268,12 +271,29 @@ class ActiveRun:
         except RemoteCliError as exc:
             code, message = code_message(exc)
             self._fail(code, f"lost the run in the VM: {message}")
+            if isinstance(exc, AgentUnreachable):
+                await self._destroy_if_dead(vm)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             with contextlib.suppress(Exception):
                 await stream.aclose()  # hangs up: the agent stops what still runs
+
+    async def _destroy_if_dead(self, vm: VmHandle) -> None:
+        """The stream broke: a VM whose agent is gone is destroyed now, so the user's next
+        prompt gets a new one (the health monitor takes interval x failures allowed, 30 s
+        by default, and until then every prompt would be sent to the dead agent)."""
+        probe = await probe_health(vm.instance.agent_endpoint, LOST_PROBE_SECONDS)
+        if probe.ok:
+            return
+        message = f"the agent died during run {self.id}: {probe.detail}"
+        log.error("VM %s lost its agent during a run: %s", vm.vm_id, probe.detail,
+                  extra={"run_id": self.id})  # fmt: skip
+        self.service.vms.destroy_soon(
+            vm, f"unhealthy: {message}", error={"code": "vm_unhealthy", "message": message},
+            cause="unhealthy",
+        )  # fmt: skip
 
     def _fail(self, code: str, message: str) -> None:
         if self.outcome.error is None:
