@@ -24,9 +24,12 @@ exercises is the control plane, not the VMM.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import os
 import shlex
+import signal
 import sys
 import time
 from collections import deque
@@ -219,8 +222,13 @@ class FakeInstance:
             assert self.pid is not None
             proc.kill_group(self.pid)
             await self.process.wait_exit(STOP_SECONDS)
+        # An agent that was killed (or crashed) never stopped its CLIs: they lead their own
+        # groups, orphaned, found by their HOME under the state dir. A VM's end takes them.
+        orphans = await _kill_orphans(self.dir.path)
         self.dir.remove()
-        lifecycle.stopped(self, "fake", lifecycle.leftovers("agent", self.process, self.dir.path))
+        problems = lifecycle.leftovers("agent", self.process, self.dir.path)
+        problems += [f"the agent's child pid {pid} still runs" for pid in orphans]
+        lifecycle.stopped(self, "fake", problems)
 
     def exit_code(self) -> int | None:
         return self.process.exit_code()
@@ -244,3 +252,19 @@ class FakeInstance:
             },
             system_state="running",
         )  # fmt: skip
+
+
+async def _kill_orphans(directory: Path) -> list[int]:
+    """SIGKILL the groups of the processes naming ``directory``; those still there after
+    ``STOP_SECONDS``."""
+    pids = statedir.processes_naming(directory)
+    for pid in pids:
+        proc.kill_group(pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    end = time.monotonic() + STOP_SECONDS
+    while left := statedir.processes_naming(directory):
+        if time.monotonic() > end:
+            break
+        await asyncio.sleep(0.02)
+    return left

@@ -155,6 +155,28 @@ async def wait_gone(pid: int | None, marker: str, timeout: float) -> bool:
     return True
 
 
+def processes_naming(path: Path) -> list[int]:
+    """Live processes (of those we may read) whose argv or environment names ``path``.
+
+    The fake backend's agent has its state dir in its argv, and every CLI it
+    starts has its HOME under it: after the agent is killed, its CLIs (each
+    leading its own process group) are found this way.
+    """
+    needle = str(path).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            named = (entry / "cmdline").read_bytes() + b"\0" + (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        if state != "Z" and needle in named:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def mounts_under(path: Path) -> list[str]:
     """Mount points in this process's namespace at or below ``path``."""
     prefix = str(path)
