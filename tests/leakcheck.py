@@ -17,8 +17,8 @@ firecracker/jailer/systemd-nspawn/agent processes host-wide), network links of
 the host's namespace, network namespaces, mounts (ours and PID 1's), Unix
 sockets under the scope paths, files and directories under them, this
 process's open file descriptors and threads, loop devices, the cgroups the
-backends make (``remotecli-*`` and the jailer's ``remotecli-fc/*``), systemd
-machines.
+backends make (``remotecli-*`` and the jailer's ``remotecli-fc/*``), nspawn's
+propagation dirs, systemd machines.
 
 **Whose is it.** Other tests run on this host at the same time, so a new
 host-wide item is a leak only when it is *ours*: it names a scope path or a
@@ -57,6 +57,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: The jailer's shared parent cgroup stays by design (fcjail.py): only its children count.
 JAILER_PARENT = "remotecli-fc"
 MAX_FILES = 20_000
+#: systemd-nspawn's per-machine directory on the host (left by a killed launcher).
+NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,13 @@ def _cgroups() -> Category:
     return Category("cgroups (remotecli-*, remotecli-fc/*)", items)
 
 
+def _nspawn_propagate() -> Category:
+    items = {}
+    if NSPAWN_PROPAGATE.is_dir():
+        items = {str(p): str(p) for p in NSPAWN_PROPAGATE.iterdir()}
+    return Category("nspawn propagation dirs", items)
+
+
 def _machines() -> Category:
     try:
         done = subprocess.run(
@@ -334,7 +343,7 @@ def snapshot(scope: Scope) -> HostState:
     processes, procs = _processes(os.getpid())
     categories = [
         processes, _threads(), _fds(), _files(scope), _unix_sockets(scope), _mounts(),
-        _netns(), _links(), _cgroups(), _loop_devices(), _machines(),
+        _netns(), _links(), _cgroups(), _loop_devices(), _nspawn_propagate(), _machines(),
     ]  # fmt: skip
     return HostState(categories, procs)
 

@@ -25,8 +25,10 @@ from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, fake_cli_bin_dir
 from remotecli.vmm import hostcheck
 from remotecli.vmm.base import Backend, Deadlines, Instance, InstanceSpec, InstanceState, Phase
 from remotecli.vmm.fake import FakeBackend, FakeFault
+from remotecli.vmm.nspawn import NspawnBackend, NspawnInstance
 from tests.leakcheck import LeakWatch, held, no_leaks
-from tests.vmm.conftest import BOOT_DEADLINES
+from tests.vmm import layers
+from tests.vmm.conftest import BOOT_DEADLINES, FAULT_DEADLINES
 
 #: Sequential and concurrent fake cycles: 100 boots of the real agent (~0.2 s each here).
 SEQUENTIAL = 40
@@ -44,10 +46,11 @@ def root() -> Iterator[Path]:
 
 
 def spec(watch: LeakWatch, what: str, *, deadlines: Deadlines = BOOT_DEADLINES,
-         env: dict[str, str] | None = None, image: Path = Path("/")) -> InstanceSpec:  # fmt: skip
+         env: dict[str, str] | None = None, image: Path = Path("/"),
+         layers: tuple[Path, ...] = ()) -> InstanceSpec:  # fmt: skip
     return InstanceSpec(
         image=image, instance_id=watch.name(what), agent_token=os.urandom(18).hex(),
-        deadlines=deadlines, agent_env=env or {},
+        deadlines=deadlines, agent_env=env or {}, layers=layers,
     )  # fmt: skip
 
 
@@ -193,3 +196,41 @@ async def test_fake_cycles_leave_nothing(root: Path, oauth_server: OAuthServer) 
         assert await fresh.list_running() == []
         await lost.destroy()  # the old handle: idempotent, nothing to complain about
     print(f"{SEQUENTIAL + CONCURRENT_BATCHES * BATCH + 7} fake instances, nothing left")
+
+
+# -- nspawn --------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_nspawn_cycles_leave_nothing(golden: Path, root: Path, tmp_path: Path) -> None:
+    """Clean cycles; a launcher SIGKILLed (its guest left running) then destroyed; a boot
+    whose agent crashes, given up on at its deadline; a lost handle reaped."""
+    backend = NspawnBackend(root, stop_seconds=10.0)
+    layer = layers.agent_syntax_error(tmp_path / "broken")
+    async with no_leaks(root) as watch:
+        for _ in range(NSPAWN_CYCLES):
+            await cycle(backend, spec(watch, "ns", image=golden))
+
+        killed = backend.create(spec(watch, "ns-killed", image=golden))
+        assert isinstance(killed, NspawnInstance)
+        await killed.start()
+        await killed.wait_ready()
+        guest = killed.container_pid()
+        assert killed.pid is not None and guest is not None
+        os.kill(killed.pid, signal.SIGKILL)  # the launcher only: the guest's systemd runs on
+        os.kill(guest, 0)  # ProcessLookupError if the guest died with its launcher
+        await killed.destroy()
+
+        broken = backend.create(
+            spec(watch, "ns-broken", image=golden, deadlines=FAULT_DEADLINES, layers=(layer,))
+        )
+        await broken.start()
+        with pytest.raises(NotReady):
+            await broken.wait_ready()
+        await broken.destroy()
+
+        lost = backend.create(spec(watch, "ns-lost", image=golden))
+        await lost.start()
+        await lost.wait_ready()
+        await NspawnBackend(root).reap(lost.spec.instance_id)
+        await lost.destroy()  # the old handle: idempotent
