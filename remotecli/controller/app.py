@@ -12,12 +12,14 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from remotecli import __version__
 from remotecli.controller import db, services
@@ -32,6 +34,8 @@ from remotecli.errors import RemoteCliError
 from remotecli.web import routes as web
 
 log = logging.getLogger("remotecli.controller")
+#: Codes for the HTTP errors Starlette raises itself (routing, not our routes).
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 def create_app(
@@ -118,6 +122,21 @@ def create_app(
         log.warning("database error: %s (%s)", error.code, cause, extra={"path": request.url.path})
         headers = {"Retry-After": "5"} if error.status == 503 else None
         return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own answers (no such route, method not allowed) in our error shape,
+        # not its {"detail": ...}: a client maps every error by its code.
+        code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        if exc.status_code == 404:
+            message = f"no endpoint {request.method} {request.url.path}; see /docs"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail) or HTTPStatus(exc.status_code).phrase
+        return JSONResponse(
+            {"code": code, "message": message}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
