@@ -35,7 +35,10 @@ async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-Session = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit before the answer is sent. FastAPI's default ends a yield
+# dependency after the response, so a client could see 201 for a row not yet committed
+# (or never committed, if the commit fails) and miss it on its very next request.
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def get_principal(
