@@ -8,13 +8,12 @@ purpose: it carries no code, only the provider's public authorize query.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
 from pydantic.alias_generators import to_camel
 
-from remotecli.controller.schemas import ApiModel, UserId
+from remotecli.controller.schemas import ApiModel, UserId, UtcDatetime
 from remotecli.providers import PROVIDERS
 from remotecli.providers.base import LoginMode
 
@@ -101,9 +100,9 @@ class AuthSessionOut(CamelOut):
         "login URL), authenticatedMs, endedMs; agentUrlMs is the CLI's own spawn → URL.",
     )
     error: SessionError | None = None
-    created_at: datetime
-    updated_at: datetime
-    expires_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    expires_at: UtcDatetime
 
 
 class CredentialOut(CamelOut):
@@ -111,10 +110,10 @@ class CredentialOut(CamelOut):
     state: Literal["connected", "expired", "needs_login"]
     kind: Literal["oauth", "api_key"]
     version: int
-    expires_at: datetime | None = Field(
+    expires_at: UtcDatetime | None = Field(
         default=None, description="The access token's expiry, when the files say it."
     )
-    updated_at: datetime
+    updated_at: UtcDatetime
 
 
 class CredentialsDeleted(CamelOut):

@@ -1,0 +1,53 @@
+"""Fixtures of the fuzz tests: one real controller and one real agent per module.
+
+Schemathesis runs many examples per operation; starting a controller (and
+migrating its database) for each would cost more than the fuzzing itself, so
+each test module shares one, and every example checks the state it relies on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from remotecli.controller.settings import Settings
+from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, fake_cli_bin_dir
+from tests.agent_harness import RunningAgent, run_agent
+from tests.controller.prompt_support import PromptWorld, prompt_world
+
+
+@pytest.fixture(scope="module")
+def fuzz_world(oauth_server: OAuthServer) -> Iterator[PromptWorld]:
+    """The controller with every service on the fake backend, SQLite, no warm pool."""
+    # A short state dir: the fake backend's agent sockets live under it (108 bytes).
+    state = Path(tempfile.mkdtemp(prefix="rcli-fz-"))
+    settings = Settings(
+        environment="test",
+        state_dir=state,
+        database_url=f"sqlite+aiosqlite:///{state / 'remotecli.db'}",
+        backend="fake",
+        warm_pool_auth=0,
+    )
+    try:
+        with prompt_world(settings, oauth_server) as world:
+            yield world
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fuzz_agent(
+    tmp_path_factory: pytest.TempPathFactory, oauth_server: OAuthServer
+) -> Iterator[RunningAgent]:
+    """The real agent process on TCP (schemathesis speaks HTTP over TCP)."""
+    with run_agent(
+        tmp_path_factory.mktemp("agent"),
+        cli_path=fake_cli_bin_dir(),
+        env={TESTBED_URL_ENV: oauth_server.url},
+        tcp=True,
+    ) as running:
+        yield running
