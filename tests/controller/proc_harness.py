@@ -16,6 +16,9 @@ plays the part of the guest while the controller is frozen.
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -28,9 +31,14 @@ from typing import Any
 
 import httpx
 
+from remotecli.controller import credentials, db
+from remotecli.controller.models import Credential
 from remotecli.controller.settings import Settings
+from remotecli.controller.vault import Vault
+from remotecli.controller.vmstore import instance_id_for
 from remotecli.vmm import statedir
 from remotecli.vmm.base import Deadlines, Phase
+from tests.controller.auth_support import answer_for
 from tests.controller.harness import new_token
 from tests.controller.vm_harness import REPO, poll
 
@@ -70,6 +78,13 @@ class ControllerProcess:
         self.starts = 0
         self._clients: list[httpx.Client] = []
         self._tokens: dict[str, str] = {}
+
+    def __enter__(self) -> ControllerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     @property
     def log_path(self) -> Path:
@@ -192,6 +207,61 @@ class ControllerProcess:
         poll(f"login {session_id} to reach {sorted(phases)} (last: {last})", reached, timeout)
         return last
 
+    def login(self, web: httpx.Client, user_id: str, provider: str) -> dict[str, Any]:
+        """The whole login through the API: start, sign in at the test bed, paste, authenticated."""
+        started = web.post("/api/auth/start", json={"userId": user_id, "provider": provider})
+        assert started.status_code == 201, started.text
+        session: dict[str, Any] = started.json()
+        answer = answer_for(session)
+        if answer is not None:
+            pasted = web.post(f"/api/auth/sessions/{session['id']}/code", json=answer)
+            assert pasted.status_code == 200, pasted.text
+        ended = self.wait_phase(web, session["id"], {"authenticated", "failed", "cancelled"})
+        assert ended["phase"] == "authenticated", f"the login did not succeed: {ended}"
+        return ended
+
+    def reconcile_reports(self) -> list[dict[str, Any]]:
+        """The reconcile reports logged at its starts (one per start that found VMs)."""
+        reports = []
+        for line in self.logs().splitlines():
+            if line.startswith("{") and "reconciled VMs after start" in line:
+                # "reconciled VMs after start: {...}": the report's repr (literals only)
+                event: str = json.loads(line)["event"]
+                reports.append(ast.literal_eval(event.split(": ", 1)[1]))
+        return reports
+
+    # -- what the database holds (read with the controller's own vault key) ---------------
+
+    def vault(self, user_id: str, provider: str) -> list[tuple[int, credentials.Secret]]:
+        """Every stored version of (user, provider), opened: a half-written one would not."""
+
+        async def read() -> list[tuple[int, credentials.Secret]]:
+            from sqlalchemy import select
+
+            vault = Vault.from_file(self.settings.resolved_vault_key_file)
+            engine = db.make_engine(self.settings.resolved_database_url)
+            try:
+                async with db.sessionmaker(engine)() as session:
+                    rows = (
+                        await session.execute(
+                            select(Credential)
+                            .where(Credential.user_id == user_id, Credential.provider == provider)
+                            .order_by(Credential.version)
+                        )
+                    ).scalars()
+                    return [(r.version, credentials.open_secret(vault, r)) for r in rows]
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(read())
+
+    def vault_files(self, user_id: str, provider: str) -> list[tuple[int, dict[str, str]]]:
+        """``vault`` for OAuth records: (version, {path: content})."""
+        return [
+            (version, {f.path: f.content for f in secret.files})
+            for version, secret in self.vault(user_id, provider)
+        ]
+
     # -- the VMs (fake backend: host processes under the state dir) ----------------------
 
     @property
@@ -216,6 +286,17 @@ class ControllerProcess:
         )  # fmt: skip
         self._clients.append(client)
         return client
+
+
+def assert_no_orphans(ctl: ControllerProcess, admin: httpx.Client) -> None:
+    """Every agent instance under the state dir belongs to a VM the controller lists as live."""
+    live = {
+        vm["id"] for vm in admin.get("/api/vms").json()["vms"]
+        if vm["state"] not in ("stopped", "failed")
+    }  # fmt: skip
+    accounted = {instance_id_for(v) for v in live}
+    strays = {i: pid for i, pid in ctl.instances().items() if i not in accounted}
+    assert strays == {}, f"agent instances no live VM row accounts for: {strays} (live VMs: {live})"
 
 
 def pid_alive(pid: int) -> bool:

@@ -16,8 +16,6 @@ and the next login or prompt works.
 
 from __future__ import annotations
 
-import ast
-import asyncio
 import contextlib
 import json
 import signal
@@ -28,15 +26,12 @@ from typing import Any
 import httpx
 import pytest
 
-from remotecli.controller import credentials, db
-from remotecli.controller.models import Credential
 from remotecli.controller.settings import Settings
-from remotecli.controller.vault import Vault
 from remotecli.controller.vmstore import instance_id_for
 from remotecli.testbed import OAuthServer
 from tests.controller import vm_harness
 from tests.controller.auth_support import answer_for
-from tests.controller.proc_harness import ControllerProcess, pid_alive
+from tests.controller.proc_harness import ControllerProcess, assert_no_orphans, pid_alive
 from tests.controller.vm_harness import poll
 
 state_dir = vm_harness.state_dir
@@ -50,77 +45,8 @@ pytestmark = pytest.mark.timeout(180)
 def ctl(
     make_settings: Callable[..., Settings], oauth_server: OAuthServer
 ) -> Iterator[ControllerProcess]:
-    process = ControllerProcess(make_settings(), oauth_server.url)
-    process.start()
-    try:
+    with ControllerProcess(make_settings(), oauth_server.url) as process:
         yield process
-    finally:
-        process.stop()
-
-
-def reconcile_reports(ctl: ControllerProcess) -> list[dict[str, Any]]:
-    """The reconcile reports the controller logged at its starts (one per start that found VMs)."""
-    reports = []
-    for line in ctl.logs().splitlines():
-        if line.startswith("{") and "reconciled VMs after start" in line:
-            # "reconciled VMs after start: {...}": the report's repr (literals only)
-            event: str = json.loads(line)["event"]
-            reports.append(ast.literal_eval(event.split(": ", 1)[1]))
-    return reports
-
-
-def vault_versions(
-    settings: Settings, user_id: str, provider: str
-) -> list[tuple[int, dict[str, str]]]:
-    """Every stored version, opened with the controller's own vault key: (version, files)."""
-
-    async def read() -> list[tuple[int, dict[str, str]]]:
-        from sqlalchemy import select
-
-        vault = Vault.from_file(settings.resolved_vault_key_file)
-        engine = db.make_engine(settings.resolved_database_url)
-        try:
-            async with db.sessionmaker(engine)() as session:
-                rows = (
-                    await session.execute(
-                        select(Credential)
-                        .where(Credential.user_id == user_id, Credential.provider == provider)
-                        .order_by(Credential.version)
-                    )
-                ).scalars()
-                return [
-                    (r.version, {f.path: f.content for f in credentials.open_files(vault, r)})
-                    for r in rows
-                ]
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(read())
-
-
-def login(ctl: ControllerProcess, web: httpx.Client, user_id: str, provider: str) -> dict[str, Any]:
-    """The whole login through the API: start, sign in at the test bed, paste, authenticated."""
-    started = web.post("/api/auth/start", json={"userId": user_id, "provider": provider})
-    assert started.status_code == 201, started.text
-    session: dict[str, Any] = started.json()
-    answer = answer_for(session)
-    if answer is not None:
-        pasted = web.post(f"/api/auth/sessions/{session['id']}/code", json=answer)
-        assert pasted.status_code == 200, pasted.text
-    ended = ctl.wait_phase(web, session["id"], {"authenticated", "failed", "cancelled", "expired"})
-    assert ended["phase"] == "authenticated", f"the login did not succeed: {ended}"
-    return ended
-
-
-def assert_no_orphans(ctl: ControllerProcess, admin: httpx.Client) -> None:
-    """Every agent process under the state dir belongs to a VM the controller lists as live."""
-    live = {
-        vm["id"] for vm in admin.get("/api/vms").json()["vms"]
-        if vm["state"] not in ("stopped", "failed")
-    }  # fmt: skip
-    accounted = {instance_id_for(v) for v in live}
-    strays = {i: pid for i, pid in ctl.instances().items() if i not in accounted}
-    assert strays == {}, f"agent instances no live VM row accounts for: {strays} (live VMs: {live})"
 
 
 # -- 1. killed while the login waits for the user ---------------------------------------------
@@ -147,7 +73,7 @@ def test_a_login_cut_by_sigkill_ends_controller_restarted_and_a_new_one_works(
     assert after["error"]["code"] == "controller_restarted", after
     assert "start a new one" in after["error"]["message"], after
     # Reconcile found the auth VM running and adopted it; the login service then destroyed it.
-    reports = reconcile_reports(ctl)
+    reports = ctl.reconcile_reports()
     assert [r["adopted"] for r in reports] == [[session["vmId"]]], reports
     vm = admin.get(f"/api/vms/{session['vmId']}").json()
     assert vm["state"] == "stopped" and "orphaned by a restart" in vm["stopReason"], vm
@@ -156,7 +82,7 @@ def test_a_login_cut_by_sigkill_ends_controller_restarted_and_a_new_one_works(
     late = web.post(f"/api/auth/sessions/{session['id']}/code", json={"code": "abc#def"})
     assert late.status_code == 409, late.text
 
-    login(ctl, web, "ada", "claude_code")
+    ctl.login(web, "ada", "claude_code")
     listed = web.get("/api/users/ada/credentials").json()
     assert [(c["provider"], c["state"], c["version"]) for c in listed] == [
         ("claude_code", "connected", 1)
@@ -203,11 +129,11 @@ def test_a_capture_cut_by_sigkill_leaves_no_version_or_a_whole_one(
         ctl.signal(signal.SIGCONT)
         poll(
             "the controller to store the captured files",
-            lambda: vault_versions(ctl.settings, "ada", "claude_code"),
+            lambda: ctl.vault_files("ada", "claude_code"),
             timeout=30,
         )
     ctl.kill()
-    stored = vault_versions(ctl.settings, "ada", "claude_code")
+    stored = ctl.vault_files("ada", "claude_code")
     ctl.start()
     web, admin = ctl.client("service"), ctl.client("admin")
 
@@ -217,7 +143,7 @@ def test_a_capture_cut_by_sigkill_leaves_no_version_or_a_whole_one(
     else:
         # Whole: the one version holds exactly the files the CLI wrote, and it opens.
         assert stored == [(1, files)], [(v, sorted(f)) for v, f in stored]
-    assert vault_versions(ctl.settings, "ada", "claude_code") == stored
+    assert ctl.vault_files("ada", "claude_code") == stored
     after = ctl.session(web, session["id"])
     assert after["ended"], f"the cut login is still open after the restart: {after}"
     if after["phase"] != "authenticated":  # killed before its row said so
@@ -227,8 +153,8 @@ def test_a_capture_cut_by_sigkill_leaves_no_version_or_a_whole_one(
     poll("the cut login's VM to be destroyed", lambda: ctl.instances() == {})
     assert_no_orphans(ctl, admin)
 
-    login(ctl, web, "ada", "claude_code")
-    newest = vault_versions(ctl.settings, "ada", "claude_code")
+    ctl.login(web, "ada", "claude_code")
+    newest = ctl.vault_files("ada", "claude_code")
     assert [v for v, _ in newest] == [v for v, _ in stored] + [len(stored) + 1], newest
 
 
@@ -260,8 +186,8 @@ def test_a_sync_back_cut_by_sigkill_is_recovered_from_the_adopted_vm(
     ctl: ControllerProcess, oauth_server: OAuthServer
 ) -> None:
     web, admin = ctl.client("service"), ctl.client("admin")
-    login(ctl, web, "ada", "claude_code")
-    ((_, first),) = vault_versions(ctl.settings, "ada", "claude_code")
+    ctl.login(web, "ada", "claude_code")
+    ((_, first),) = ctl.vault_files("ada", "claude_code")
     poll("the login's VM to be destroyed", lambda: ctl.instances() == {})
     # The next run's CLI refreshes (single-use refresh token: the old one is spent at once),
     # writes the new files, then the prompt "hang" keeps the run going until it is killed.
@@ -290,14 +216,14 @@ def test_a_sync_back_cut_by_sigkill_is_recovered_from_the_adopted_vm(
     ctl.kill()
     runner.join(10)
     # What the crash left: the vault's newest version holds a spent token, the VM the live one.
-    assert [v for v, _ in vault_versions(ctl.settings, "ada", "claude_code")] == [1]
+    assert [v for v, _ in ctl.vault_files("ada", "claude_code")] == [1]
     ctl.start()
     web, admin = ctl.client("service"), ctl.client("admin")
 
-    (report,) = reconcile_reports(ctl)
+    (report,) = ctl.reconcile_reports()
     assert report["adopted"] == [vm_id_of(admin, cli_instance)], report
     assert cli_pid is not None and pid_alive(cli_pid), "the adopted VM's agent is gone"
-    versions = vault_versions(ctl.settings, "ada", "claude_code")
+    versions = ctl.vault_files("ada", "claude_code")
     assert [v for v, _ in versions] == [1, 2], "the VM's rotated copy was not synced back"
     assert refresh_token_of(versions[-1][1]) == refresh_token_of(on_vm)
     runs = admin.get(f"/api/vms/{vm_id_of(admin, cli_instance)}/sessions").json()["recentRuns"]
@@ -312,7 +238,7 @@ def test_a_sync_back_cut_by_sigkill_is_recovered_from_the_adopted_vm(
     done = [line for line in response.text.splitlines() if line.startswith("data: ")][-1]
     finished = json.loads(done.removeprefix("data: "))
     assert (finished["status"], finished["credentialsChanged"]) == ("succeeded", True), finished
-    assert [v for v, _ in vault_versions(ctl.settings, "ada", "claude_code")] == [1, 2, 3]
+    assert [v for v, _ in ctl.vault_files("ada", "claude_code")] == [1, 2, 3]
     assert_no_orphans(ctl, admin)
 
 

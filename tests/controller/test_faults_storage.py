@@ -1,0 +1,273 @@
+"""Faults of the controller's storage: the database away for a while, the disk full under the vault.
+
+The controller runs as its own process (``proc_harness``) with its VMs on the
+fake backend and the test bed's OAuth server; users connect through the real
+login flow. The faults are real: a PostgreSQL cluster of the test's own
+stopped and started again (``pg_ctl``), a SQLite database locked by another
+writer, the SQLite database on a small tmpfs filled to the last byte.
+
+What must hold: every API call during the fault answers a JSON error with a
+stable code and a message (503 while the database is away, 507 when the disk
+is full), never a 500, a stack trace or a secret; the controller recovers by
+itself once the fault ends; nothing stored before is lost or half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from remotecli.controller.settings import Settings
+from remotecli.testbed import OAuthServer
+from tests.controller import vm_harness
+from tests.controller.proc_harness import ControllerProcess
+from tests.controller.vm_harness import poll
+from tests.pg import _as_postgres, create_database, pg_bin, throwaway_cluster
+
+state_dir = vm_harness.state_dir
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def settings_for(state_dir: Path, database_url: str) -> Settings:
+    return Settings(
+        environment="test", state_dir=state_dir, database_url=database_url, backend="fake",
+        warm_pool_auth=0, warm_pool_cli=0, health_interval_seconds=0.2,
+    )  # fmt: skip
+
+
+def prompt(web: httpx.Client, user_id: str, text: str) -> dict[str, Any]:
+    """POST /api/prompts; the ``done`` event (the run's status and credentials version)."""
+    response = web.post(
+        "/api/prompts", json={"userId": user_id, "provider": "claude_code", "prompt": text}
+    )
+    assert response.status_code == 200, response.text
+    data = [line for line in response.text.splitlines() if line.startswith("data: ")]
+    done: dict[str, Any] = json.loads(data[-1].removeprefix("data: "))
+    return done
+
+
+def assert_clear_error(
+    response: httpx.Response, status: int, code: str, secrets: list[str]
+) -> None:
+    """A JSON error with that status and code, a message, no trace and none of ``secrets``."""
+    what = f"{response.request.method} {response.request.url.path}"
+    assert response.status_code == status, f"{what}: {response.status_code} {response.text}"
+    assert response.headers["content-type"] == "application/json", f"{what}: {response.text}"
+    body = response.json()
+    assert body["code"] == code and body["message"], f"{what}: {body}"
+    for bad in ("Traceback", "sqlalchemy", "psycopg", *secrets):
+        assert bad not in response.text, f"{what} shows {bad[:12]}...: {response.text}"
+
+
+# -- 4a. PostgreSQL away for a few seconds ----------------------------------------------------
+
+
+@dataclass
+class StoppableCluster:
+    """A throwaway cluster of this test's own, stopped and started with its own pg_ctl."""
+
+    base_url: str
+
+    def __post_init__(self) -> None:
+        plain = self.base_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(f"{plain}/postgres") as conn:
+            settings = {
+                name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+                for name in ("data_directory", "port", "unix_socket_directories")
+            }
+        self.data = Path(settings["data_directory"])
+        self.options = (
+            f"-c listen_addresses=127.0.0.1 -p {settings['port']} "
+            f"-k {settings['unix_socket_directories']} -c fsync=off"
+        )
+        self.password = self.base_url.split(":")[2].split("@")[0]
+
+    def pg_ctl(self, *argv: str) -> None:
+        bindir = pg_bin()
+        assert bindir is not None
+        try:
+            _as_postgres([str(bindir / "pg_ctl"), "-D", str(self.data), *argv])
+        except subprocess.CalledProcessError as exc:
+            raise AssertionError(f"pg_ctl {argv[-1]} failed: {exc.stderr}") from exc
+
+    def stop(self) -> None:
+        self.pg_ctl("-m", "fast", "-w", "-t", "60", "stop")
+
+    def start(self) -> None:
+        self.pg_ctl("-o", self.options, "-w", "-t", "60", "-l", str(self.data.parent / "log"),
+                    "start")  # fmt: skip
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+
+@pytest.fixture
+def cluster() -> Iterator[StoppableCluster]:
+    with throwaway_cluster() as base_url:
+        own = StoppableCluster(base_url)
+        try:
+            yield own
+        finally:
+            if not own.running():  # throwaway_cluster stops it itself
+                own.start()
+
+
+def test_postgresql_away_is_a_503_then_the_controller_recovers_by_itself(
+    state_dir: Path, cluster: StoppableCluster, oauth_server: OAuthServer
+) -> None:
+    settings = settings_for(state_dir, create_database(cluster.base_url))
+    with ControllerProcess(settings, oauth_server.url) as ctl:
+        web, admin = ctl.client("service"), ctl.client("admin")
+        ctl.login(web, "ada", "claude_code")
+        assert prompt(web, "ada", "hello")["status"] == "succeeded"
+        before = ctl.vault_files("ada", "claude_code")
+        secrets = [cluster.password, ctl.admin_token, ctl._tokens["service"]]
+
+        cluster.stop()
+        outage = [
+            (503, admin.get("/api/health")),
+            (503, web.get("/api/users/ada/credentials")),
+            (503, web.post("/api/users", json={"id": "bob"})),
+            (503, web.post("/api/auth/start", json={"userId": "ada", "provider": "gemini_cli"})),
+            (503, web.post("/api/prompts", json={"userId": "ada", "provider": "claude_code",
+                                                  "prompt": "hello"})),
+        ]  # fmt: skip
+        time.sleep(1)  # the health monitor's rounds (every 0.2 s) meet the outage too
+        cluster.start()
+        for status, response in outage:
+            assert_clear_error(response, status, "database_unavailable", secrets)
+
+        poll(
+            "GET /api/health to answer 200 again", lambda: web.get("/api/health").status_code == 200
+        )
+        assert ctl.vault_files("ada", "claude_code") == before
+        listed = web.get("/api/users/ada/credentials").json()
+        assert [(c["provider"], c["state"]) for c in listed] == [("claude_code", "connected")]
+        assert web.post("/api/users", json={"id": "bob"}).status_code == 201
+        assert prompt(web, "ada", "hello again")["status"] == "succeeded"
+        log = ctl.logs()
+        for secret in secrets:
+            assert secret not in log, "the controller's log holds a secret"
+
+
+# -- 4b. SQLite busy: another writer holds the lock for a while ------------------------------
+
+
+def test_a_sqlite_lock_held_for_seconds_delays_writes_and_loses_nothing(
+    state_dir: Path, oauth_server: OAuthServer
+) -> None:
+    """SQLite has one writer at a time; the controller waits for the lock (30 s at most)."""
+    database = state_dir / "remotecli.db"
+    settings = settings_for(state_dir, f"sqlite+aiosqlite:///{database}")
+    with ControllerProcess(settings, oauth_server.url) as ctl:
+        web = ctl.client("service")
+        key = {"userId": "ada", "provider": "gemini_cli", "mode": "api_key"}
+        stored = web.post("/api/auth/start", json={**key, "apiKey": "AIza" + "1" * 35})
+        assert stored.status_code == 201, stored.text
+        answers: list[httpx.Response] = []
+        with sqlite3.connect(database, isolation_level=None) as other:
+            other.execute("BEGIN EXCLUSIVE")
+            writes: list[tuple[str, dict[str, Any]]] = [
+                ("/api/users", {"id": "bob"}),
+                ("/api/auth/start", {**key, "apiKey": "AIza" + "2" * 35}),
+            ]
+            writers = [
+                threading.Thread(target=lambda p=path, b=body: answers.append(web.post(p, json=b)))
+                for path, body in writes
+            ]
+            for thread in writers:
+                thread.start()
+            time.sleep(2)  # the lock holder works for a while; the writers wait
+            assert answers == [], [a.text for a in answers]
+            other.execute("COMMIT")
+        for thread in writers:
+            thread.join(30)
+        assert sorted(a.status_code for a in answers) == [201, 201], [a.text for a in answers]
+        assert [(v, s.api_key) for v, s in ctl.vault("ada", "gemini_cli")] == [
+            (1, "AIza" + "1" * 35), (2, "AIza" + "2" * 35),
+        ]  # fmt: skip
+        assert web.get("/api/users/bob").status_code == 200
+
+
+# -- 5. the disk under the vault full -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                   check=True, capture_output=True, timeout=30)  # fmt: skip
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True, capture_output=True, timeout=30)
+
+
+@contextlib.contextmanager
+def full_disk(database: Path) -> Iterator[None]:
+    """Fill the database's file system to the last byte; give the space back after.
+
+    The write-ahead log is checkpointed and truncated first: SQLite reuses the
+    log's pages after a checkpoint, so a small write could otherwise still fit.
+    """
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0, "the controller held the database: the log could not be truncated"
+    filler = database.parent / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (1 << 20, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * chunk)
+        free = os.statvfs(database.parent).f_bavail
+        assert free == 0, f"{free} blocks still free after filling"
+        yield
+    finally:
+        os.close(fd)
+        filler.unlink()
+
+
+def test_a_full_disk_under_the_vault_is_a_507_and_the_old_version_stays_whole(
+    state_dir: Path, oauth_server: OAuthServer
+) -> None:
+    with tmpfs(state_dir / "db", "8m") as mount:
+        database = mount / "remotecli.db"
+        settings = settings_for(state_dir, f"sqlite+aiosqlite:///{database}")
+        with ControllerProcess(settings, oauth_server.url) as ctl:
+            web = ctl.client("service")
+            keys = ["AIza" + str(n) * 35 for n in range(3)]
+
+            def store(key: str) -> httpx.Response:
+                body = {"userId": "ada", "provider": "gemini_cli", "mode": "api_key", "apiKey": key}
+                return web.post("/api/auth/start", json=body)
+
+            assert store(keys[0]).status_code == 201
+            with full_disk(database):
+                refused = store(keys[1])
+                secrets = [*keys, ctl.admin_token, ctl._tokens["service"]]
+                assert_clear_error(refused, 507, "storage_full", secrets)
+                # Reads too: the token check records the token's last use, a write.
+                listed = web.get("/api/users/ada/credentials")
+                assert_clear_error(listed, 507, "storage_full", secrets)
+                assert [(v, s.api_key) for v, s in ctl.vault("ada", "gemini_cli")] == [(1, keys[0])]
+            assert store(keys[2]).status_code == 201
+            listed = web.get("/api/users/ada/credentials")
+            assert [c["version"] for c in listed.json()] == [2], listed.text
+            assert [(v, s.api_key) for v, s in ctl.vault("ada", "gemini_cli")] == [
+                (1, keys[0]), (2, keys[2]),
+            ]  # fmt: skip
