@@ -1,0 +1,75 @@
+"""What every fuzzed response must satisfy, for the controller and the agent alike.
+
+Schemathesis makes the requests; these checks say what a hostile request may
+get back: never a 5xx, never a Python stack trace, an exception class name or
+a path of the code, and every 4xx is JSON ``{"code", "message", ...}`` (the
+shape of ``controller/errors.py`` and ``agent/errors.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+import remotecli
+from tests.agent_harness import PACKAGE
+
+#: Deterministic and bounded: the same examples on every run (CI repeats what a
+#: developer saw), a handful per operation so the whole fuzz stays in budget.
+FUZZ_SETTINGS = settings(
+    max_examples=12,
+    derandomize=True,
+    deadline=None,  # speed is measured in bench/, never asserted here
+    database=None,  # no .hypothesis/ directory in the work tree; derandomize replays anyway
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+#: What a leaked exception looks like in a body.
+LEAK = re.compile(
+    r"Traceback \(most recent call last\)"
+    r"|File \"[^\"]+\", line \d+"
+    r"|\b[A-Z]\w*(?:Error|Exception)\b"
+    r"|\.py\b"
+)
+#: Paths of the code and the interpreter, which no answer has a reason to name.
+CODE_PATHS = (str(PACKAGE.parent), str(PACKAGE), sys.prefix, sys.base_prefix, "site-packages")
+
+assert remotecli  # the package whose paths CODE_PATHS names
+
+#: A generated request (schemathesis's Case is generic in the operation's type).
+FuzzCase = schemathesis.Case[Any]
+
+
+def describe(case: FuzzCase, status: int, text: str) -> str:
+    """The request and the answer, for a failure message (the token is never in it)."""
+    body = json.dumps(case.body, default=lambda _: "<none>")
+    return (
+        f"{case.method} {case.formatted_path} query={case.query} body={body[:500]!r} "
+        f"-> {status}: {text[:1000]!r}"
+    )
+
+
+def check_answer(case: FuzzCase, status: int, headers: Any, text: str) -> None:
+    """No 5xx, no leaked internals, and every 4xx is the project's JSON error."""
+    what = describe(case, status, text)
+    assert status < 500, f"a server error answered a fuzzed request: {what}"
+    leak = LEAK.search(text)
+    assert leak is None, f"the answer shows internals ({leak.group(0)!r}): {what}"
+    if 400 <= status < 500:
+        # Only errors: a successful answer may name a path on purpose (the agent's
+        # /diagnostics says where each CLI is installed).
+        for path in CODE_PATHS:
+            assert path not in text, f"the error names the code's path {path!r}: {what}"
+        content_type = headers.get("content-type", "")
+        assert content_type.startswith("application/json"), (
+            f"a {status} is not JSON (content-type {content_type!r}): {what}"
+        )
+        body = json.loads(text)
+        assert isinstance(body, dict), f"a {status} body is not a JSON object: {what}"
+        assert isinstance(body.get("code"), str) and body["code"], f"no 'code': {what}"
+        assert isinstance(body.get("message"), str) and body["message"], f"no 'message': {what}"
