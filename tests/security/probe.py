@@ -1,0 +1,147 @@
+"""Make a CLI inside a guest try to connect somewhere, and see from the host whether it got there.
+
+The test bed's fake CLIs call ``$REMOTECLI_TESTBED_API_URL`` (their "provider")
+from inside the VM or container with Python's urllib, which follows
+redirects. So a ``Relay`` the guest is allowed to reach (an explicit forward,
+or a socket bound inside the guest's own network namespace) can send the
+guest's next request anywhere: it answers one request with a redirect to a
+target, or with ``200`` (the control: the path to the relay works). A
+``Trap`` listens on the host at every address and says whether anything
+connected. A Claude prompt with a still-valid access token makes exactly one
+request (``GET /claude/userinfo``) before it answers: the prompt succeeds
+only if that request got a 200.
+
+Every target is on this host: its loopback and its own addresses, never
+another machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+#: A Claude credential file whose access token is valid for an hour: the fake CLI
+#: checks it once with the provider (``/claude/userinfo``) and then answers.
+CLAUDE_FILES = [
+    {
+        "path": ".claude/.credentials.json",
+        "content": json.dumps(
+            {
+                "claudeAiOauth": {
+                    "accessToken": "sec-probe-access",
+                    "refreshToken": "sec-probe-refresh",
+                    "expiresAt": int(time.time() * 1000) + 3_600_000,
+                    "scopes": ["user:inference"],
+                }
+            }
+        ),
+    }
+]
+PROMPT = "probe"
+REPLY = f"You said: {PROMPT}"
+
+
+def host_addresses() -> list[str]:
+    """The host's own IPv4 addresses but loopback (``ip -4 -o addr``)."""
+    out = subprocess.run(
+        ["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    return [line.split()[3].split("/")[0] for line in out.splitlines() if line.split()[1] != "lo"]
+
+
+class Trap:
+    """A listener on every address of the host at one port; it only counts who connects."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("0.0.0.0", 0))  # noqa: S104 - every host address is a target
+        self.sock.listen(16)
+        self.sock.setblocking(False)
+        self.port: int = self.sock.getsockname()[1]
+
+    def connections(self) -> int:
+        count = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return count
+            conn.close()
+            count += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Relay:
+    """Serves HTTP on a listening socket; each request gets the next planned answer."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.plan: list[str | None] = []  # a URL to redirect to, or None for 200
+        self.seen: list[str] = []
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                relay.seen.append(self.path)
+                target = relay.plan.pop(0) if relay.plan else None
+                if target is None:
+                    body = json.dumps({"email": "probe@example.invalid"}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                else:
+                    self.send_response(302)
+                    self.send_header("Location", target + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # quiet: the test reports what it saw
+
+        self.httpd = HTTPServer(sock.getsockname()[:2], Handler, bind_and_activate=False)
+        self.httpd.socket.close()
+        self.httpd.socket = sock
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@contextlib.contextmanager
+def relay_on(sock: socket.socket) -> Iterator[Relay]:
+    relay = Relay(sock)
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+@contextlib.contextmanager
+def trap() -> Iterator[Trap]:
+    found = Trap()
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+def reply_of(events: list[dict[str, Any]]) -> str:
+    """The answer's text of an agent prompt stream (empty if the run failed)."""
+    return "".join(
+        str(e.get("text", "")) for e in events if e.get("type") == "text" and not e.get("thinking")
+    )

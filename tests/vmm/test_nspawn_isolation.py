@@ -1,0 +1,153 @@
+"""E8 and E11 in a real container: the private network and the CLIs' uid, seen from outside.
+
+E8: a fake CLI inside the container tries to reach a listener the test
+opens on every address of the host (tests/security/probe.py): first at the
+host's 127.0.0.1 directly, then sent by a redirect to each of the host's
+other addresses. Nothing arrives. The control: a relay bound inside the
+container's own namespace at that same 127.0.0.1 port gets the CLI's request
+and lets the prompt succeed, so the request did go out.
+E11: while a CLI runs inside the container, the host's /proc shows its
+process (nspawn has no user namespace: ids are the host's): uid and gid 1000
+in every slot, HOME=/home/cli, and it cannot read the VM token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remotecli.agentclient import AgentClient
+from remotecli.testbed import TESTBED_URL_ENV
+from remotecli.testbed.netns import listen_in_netns
+from remotecli.vmm.nspawn import NspawnInstance
+from tests.security.probe import (
+    CLAUDE_FILES,
+    PROMPT,
+    REPLY,
+    host_addresses,
+    relay_on,
+    reply_of,
+    trap,
+)
+from tests.vmm.conftest import Lab
+
+pytestmark = pytest.mark.anyio
+
+CLI_UID = 1000
+
+
+async def boot(lab: Lab, name: str, env: dict[str, str]) -> NspawnInstance:
+    instance = await lab.boot(name, agent_env=env)
+    assert isinstance(instance, NspawnInstance)
+    return instance
+
+
+async def run(agent: AgentClient, **extra: Any) -> list[dict[str, Any]]:
+    body = {"provider": "claude_code", "prompt": PROMPT, "timeoutSeconds": 60, **extra}
+    return [event async for event in agent.stream("POST", "/prompts", json=body)]
+
+
+async def test_a_cli_in_a_container_reaches_no_host_address(lab: Lab) -> None:
+    with trap() as host:
+        url = f"http://127.0.0.1:{host.port}"
+        instance = await boot(lab, "net", {TESTBED_URL_ENV: url})
+        async with AgentClient(instance.agent_socket, instance.spec.agent_token) as agent:
+            await agent.request(
+                "POST",
+                "/credentials/write",
+                json={"provider": "claude_code", "files": CLAUDE_FILES},
+            )
+            # The container's 127.0.0.1 is its own: the host's listener there is out of reach.
+            direct = await run(agent)
+            assert REPLY not in reply_of(direct), f"the CLI got an answer: {direct}"
+            assert host.connections() == 0, "the host's 127.0.0.1 listener was reached"
+
+            leader = instance.container_pid()
+            assert leader is not None
+            inside = listen_in_netns(f"/proc/{leader}/ns/net", host.port)
+            with relay_on(inside) as relay:
+                control = await run(agent)
+                assert reply_of(control) == REPLY, f"the control run failed: {control}"
+                assert relay.seen == ["/claude/userinfo"], relay.seen
+                targets = host_addresses()
+                assert targets, "the host has no address but loopback to try"
+                for address in targets:
+                    relay.plan.append(f"http://{address}:{host.port}")
+                    redirected = await run(agent)
+                    assert REPLY not in reply_of(redirected), (
+                        f"sent to the host's {address}, the CLI got an answer: {redirected}"
+                    )
+                    assert host.connections() == 0, f"the host's {address} was reached"
+                assert len(relay.seen) == 1 + len(targets), relay.seen
+
+        links = await instance.exec_in(["ls", "/sys/class/net"])
+        assert links.stdout.split() == ["lo"], f"the container has links {links.stdout.split()}"
+        routes = await instance.exec_in(["cat", "/proc/net/route", "/proc/net/ipv6_route"])
+        assert [ln for ln in routes.stdout.splitlines()[1:] if " lo" not in f" {ln}"] == [], (
+            routes.stdout
+        )
+
+
+def facts_of(pid: int) -> tuple[dict[str, str], list[bytes]]:
+    """A process's /proc status fields and its environment."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}, environ
+
+
+def cli_processes(leader: int) -> list[int]:
+    """Host pids of the fake Claude CLI processes in the container of ``leader``."""
+    pidns = Path(f"/proc/{leader}/ns/pid").readlink()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (entry / "ns/pid").readlink() != pidns:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if any(arg.endswith(b"/claude") for arg in argv[:2]):
+                found.append(int(entry.name))
+    return found
+
+
+async def test_a_cli_in_a_container_runs_as_the_unprivileged_user(lab: Lab) -> None:
+    instance = await boot(lab, "uid", {TESTBED_URL_ENV: "http://127.0.0.1:9"})
+    leader = instance.container_pid()
+    assert leader is not None
+    async with AgentClient(instance.agent_socket, instance.spec.agent_token) as agent:
+        body = {"provider": "claude_code", "prompt": "hang", "apiKey": "test-key"}
+        events = agent.stream("POST", "/prompts", json=body)
+        started = await anext(events)
+        assert started["type"] == "run.started", started
+        try:
+            pids: list[int] = []
+            for _ in range(100):
+                pids = await asyncio.to_thread(cli_processes, leader)
+                if pids:
+                    break
+                await asyncio.sleep(0.1)
+            assert pids, "no claude process appeared in the container while the run hangs"
+            for pid in pids:
+                status, environ = facts_of(pid)
+                assert status["Uid"].split() == [str(CLI_UID)] * 4, (pid, status["Uid"])
+                assert status["Gid"].split() == [str(CLI_UID)] * 4, (pid, status["Gid"])
+                assert "0" not in status["Groups"].split(), (pid, status["Groups"])
+                assert int(status["CapEff"], 16) == 0, (pid, status["CapEff"])
+                assert b"HOME=/home/cli" in environ, environ
+            agent_uid = (await instance.exec_in(["stat", "-c", "%u %a", "/run/agent/token"])).stdout
+            assert agent_uid.split() == ["0", "600"], agent_uid
+            read = await instance.exec_in(
+                ["setpriv", f"--reuid={CLI_UID}", f"--regid={CLI_UID}", "--clear-groups",
+                 "cat", "/run/agent/token"],
+                check=False,
+            )  # fmt: skip
+            assert read.exit_code != 0 and instance.spec.agent_token not in read.stdout, read
+            assert "Permission denied" in read.stderr, read.stderr
+        finally:
+            await agent.request("DELETE", f"/prompts/{started['runId']}")
+            await events.aclose()
