@@ -17,7 +17,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from remotecli.agentclient import AgentRequestError, AgentUnreachable
 from remotecli.controller import credentials
@@ -25,6 +25,7 @@ from remotecli.controller.auth_session import Live, SessionRows
 from remotecli.controller.auth_view import AGENT_PHASES
 from remotecli.controller.context import AppContext
 from remotecli.controller.db import session_scope
+from remotecli.controller.errors import database_error
 from remotecli.controller.metrics import get_metrics
 from remotecli.controller.models import AuthPhase, VmRole
 from remotecli.controller.vms import SERVICE as VMS_SERVICE
@@ -44,6 +45,8 @@ HTTP_SLACK_SECONDS = 15.0
 AGENT_MISSES_ALLOWED = 3
 #: Attempts to store captured files when a concurrent store took the version number.
 STORE_ATTEMPTS = 3
+#: Backoff bounds (seconds) for recording a login's end while the database is away.
+END_RETRY_SECONDS = (0.5, 5.0)
 
 
 class LoginStopped(Exception):
@@ -63,6 +66,8 @@ class LoginDriver:
         self.live = live
         #: Teardowns in progress (shielded from the cancellation of their caller).
         self.endings: set[asyncio.Task[None]] = set()
+        #: The service is stopping: a teardown stops retrying its row write.
+        self.closing = False
 
     # -- the task ---------------------------------------------------------------
 
@@ -84,6 +89,16 @@ class LoginDriver:
             await self.finish(live, stop.phase, stop.code, stop.message, stop.detail)
         except asyncio.CancelledError:
             raise  # whoever cancelled the task finishes the session
+        except SQLAlchemyError as exc:
+            # The database down or its disk full mid-login (storing the files, a phase):
+            # the session ends saying so, and its VM goes.
+            if (stored := database_error(exc)) is None:
+                raise
+            log.warning("login stopped by the database: %s", stored.code,
+                        extra={"auth_session": live.id})  # fmt: skip
+            await self.finish(
+                live, AuthPhase.FAILED, stored.code, f"{stored.message}; then start a new login"
+            )
         except Exception:
             # A bug or an error nobody foresaw: the session must still end and its VM go.
             log.exception("login driver failed", extra={"auth_session": live.id})
@@ -346,8 +361,8 @@ class LoginDriver:
                         "destroying the auth VM failed",
                         extra={"auth_session": live.id, "vm_id": live.vm.vm_id},
                     )
-            await self.rows.write(
-                live.id,
+            await self._record_end(
+                live,
                 phase=phase,
                 error_code=code,
                 error_message=message,
@@ -371,6 +386,25 @@ class LoginDriver:
                 "ms": live.ms(),
             },
         )
+
+    async def _record_end(self, live: Live, **fields: Any) -> None:
+        """The session's final row write, retried while the database is away or full.
+
+        Given up on only when the controller stops (its next start ends the row
+        as ``controller_restarted``): a session left open would be followed forever.
+        """
+        delay, most = END_RETRY_SECONDS
+        while True:
+            try:
+                await self.rows.write(live.id, **fields)
+                return
+            except SQLAlchemyError as exc:
+                if database_error(exc) is None or self.closing:
+                    raise
+                log.warning("could not record the end of a login; retrying",
+                            extra={"auth_session": live.id, "retry_seconds": delay})  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, most)
 
 
 def _agent_ended(agent: dict[str, Any]) -> bool:

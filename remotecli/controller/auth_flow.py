@@ -343,6 +343,7 @@ class AuthFlows:
 
     async def close(self) -> None:
         """At stop: end every login in progress and destroy its VM."""
+        self.driver.closing = True
         for live in list(self.live.values()):
             if live.task is not None:
                 live.task.cancel()
