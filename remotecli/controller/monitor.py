@@ -72,6 +72,9 @@ class HealthMonitor:
         passed = []
         for handle, probe in zip(handles, probes, strict=True):
             handle.health.last_checked_at = utcnow()
+            if probe.ok and (code := handle.instance.exit_code()) is not None:
+                self._vmm_exited(handle, code)
+                continue
             if probe.ok:
                 handle.health.failures = 0
                 handle.health.last_ok_at = handle.health.last_checked_at
@@ -115,6 +118,27 @@ class HealthMonitor:
         self.manager.destroy_soon(
             handle, f"unhealthy: {health.failures} failed health checks in a row ({probe.detail})",
             error=error, cause="unhealthy",
+        )  # fmt: skip
+
+    def _vmm_exited(self, handle: VmHandle, code: int) -> None:
+        """The VMM process is gone but the guest still answers (nspawn: a killed
+        systemd-nspawn leaves the container running, with no console and no supervisor)."""
+        if handle.state not in (VmState.READY, VmState.CLAIMED):
+            return
+        then = "a new one replaces it in the pool" if handle.state is VmState.READY else (
+            "its next claim starts a new VM"
+        )  # fmt: skip
+        message = (
+            f"the VM's process exited (code {code}) while its agent still answered: the guest "
+            f"ran unsupervised, so it was destroyed and {then}"
+        )
+        log.error("VM %s lost its VMM process: %s", handle.vm_id, message)
+        self._failed_checks.pop(handle.vm_id, None)
+        self.manager.destroy_soon(
+            handle, f"VMM process exited (code {code})",
+            error={"code": "vmm_exited", "message": message,
+                   "hint": "the console tail shows the VMM's last words"},
+            cause="vmm_exited",
         )  # fmt: skip
 
     async def stop_unused(self) -> None:

@@ -108,6 +108,9 @@ class AdoptedInstance:
     def console_tail(self, max_chars: int = 4000) -> str:
         return readiness_mod.console_tail(self.console_path, max_chars)
 
+    def exit_code(self) -> int | None:
+        return None  # not our child: /health alone tells
+
     async def unit_state(self) -> UnitState | None:
         return None
 

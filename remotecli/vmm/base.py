@@ -189,6 +189,10 @@ class Instance(Protocol):
 
     def console_tail(self, max_chars: int = 4000) -> str: ...
 
+    def exit_code(self) -> int | None:
+        """The VMM process's exit code once it exited (None: it runs, or nobody knows)."""
+        ...
+
     async def unit_state(self) -> UnitState | None:
         """The agent unit's state as systemd reports it, when the backend can ask."""
         ...
