@@ -15,7 +15,8 @@ so a pass says what it looked at, and a category this host cannot check
 Categories: processes (descendants of this process, and qemu-system*/
 firecracker/jailer/systemd-nspawn/agent processes host-wide), network links of
 the host's namespace, network namespaces, mounts (ours and PID 1's), Unix
-sockets under the scope paths, files and directories under them, this
+sockets under the scope paths (``/proc/net/unix`` lists this network
+namespace's only: a VM's own netns is checked as a whole), files and directories under them, this
 process's open file descriptors and threads, loop devices, the cgroups the
 backends make (``remotecli-*`` and the jailer's ``remotecli-fc/*``), nspawn's
 propagation dirs, systemd machines.

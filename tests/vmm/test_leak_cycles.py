@@ -143,6 +143,15 @@ async def test_fake_cycles_leave_nothing(root: Path, oauth_server: OAuthServer) 
     backend = FakeBackend(root, cli_path=fake_cli_bin_dir())
     env = {TESTBED_URL_ENV: oauth_server.url}
     async with no_leaks(root) as watch:
+        # While an agent runs, the checker sees its process, files and socket (not vacuous).
+        running = backend.create(spec(watch, "seen"))
+        await running.start()
+        await running.wait_ready()
+        held = set(watch.check().leaks)
+        expected = {"processes", "files and dirs under the scope", "unix sockets under the scope"}
+        assert expected <= held, f"a running agent not seen:\n{watch.report.render()}"
+        await running.destroy()
+
         for _ in range(SEQUENTIAL):
             await cycle(backend, spec(watch, "seq"))
         for _ in range(CONCURRENT_BATCHES):
@@ -195,7 +204,7 @@ async def test_fake_cycles_leave_nothing(root: Path, oauth_server: OAuthServer) 
         await fresh.reap(lost.spec.instance_id)
         assert await fresh.list_running() == []
         await lost.destroy()  # the old handle: idempotent, nothing to complain about
-    print(f"{SEQUENTIAL + CONCURRENT_BATCHES * BATCH + 7} fake instances, nothing left")
+    print(f"{SEQUENTIAL + CONCURRENT_BATCHES * BATCH + 8} fake instances, nothing left")
 
 
 # -- nspawn --------------------------------------------------------------------------------
