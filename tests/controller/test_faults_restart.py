@@ -30,7 +30,6 @@ from remotecli.controller.settings import Settings
 from remotecli.controller.vmstore import instance_id_for
 from remotecli.testbed import OAuthServer
 from tests.controller import vm_harness
-from tests.controller.auth_support import answer_for
 from tests.controller.proc_harness import ControllerProcess, assert_no_orphans, pid_alive
 from tests.controller.vm_harness import poll
 
@@ -94,24 +93,6 @@ def test_a_login_cut_by_sigkill_ends_controller_restarted_and_a_new_one_works(
 # -- 2. killed between the agent's success and the vault write (and right after it) ----------
 
 
-def sign_in_through_the_agent(ctl: ControllerProcess, session: dict[str, Any]) -> None:
-    """The user signs in and the code reaches the agent while the controller is frozen.
-
-    The test plays the controller's part of step 11 (the paste) with the VM's own
-    token; the agent then reports success that nobody captures yet.
-    """
-    answer = answer_for(session)
-    assert answer is not None
-    ((instance, _),) = ctl.instances().items()
-    agent = ctl.agent(instance)
-    (login_row,) = agent.get("/sessions").json()["sessions"]
-    done = agent.post(
-        f"/sessions/{login_row['sessionId']}/code", json={**answer, "waitSeconds": 20}
-    )
-    assert done.status_code == 200, done.text
-    assert done.json()["phase"] == "authenticated", done.json()
-
-
 @pytest.mark.parametrize("moment", ["before_the_vault_write", "after_the_vault_write"])
 def test_a_capture_cut_by_sigkill_leaves_no_version_or_a_whole_one(
     ctl: ControllerProcess, moment: str
@@ -121,7 +102,7 @@ def test_a_capture_cut_by_sigkill_leaves_no_version_or_a_whole_one(
     assert started.status_code == 201, started.text
     session = started.json()
     ctl.signal(signal.SIGSTOP)
-    sign_in_through_the_agent(ctl, session)
+    ctl.sign_in_through_the_agent(session)
     ((instance, _),) = ctl.instances().items()
     on_vm = ctl.agent(instance).get("/credentials", params={"provider": "claude_code"}).json()
     assert on_vm["complete"], on_vm

@@ -257,6 +257,9 @@ def test_a_full_disk_under_the_vault_is_a_507_and_the_old_version_stays_whole(
                 return web.post("/api/auth/start", json=body)
 
             assert store(keys[0]).status_code == 201
+            started = web.post("/api/auth/start", json={"userId": "ada", "provider": "claude_code"})
+            assert started.status_code == 201, started.text
+            login = started.json()
             with full_disk(database):
                 refused = store(keys[1])
                 secrets = [*keys, ctl.admin_token, ctl._tokens["service"]]
@@ -265,6 +268,16 @@ def test_a_full_disk_under_the_vault_is_a_507_and_the_old_version_stays_whole(
                 listed = web.get("/api/users/ada/credentials")
                 assert_clear_error(listed, 507, "storage_full", secrets)
                 assert [(v, s.api_key) for v, s in ctl.vault("ada", "gemini_cli")] == [(1, keys[0])]
+                # A login whose capture meets the full disk (the paste goes straight to the
+                # agent: the API's token check cannot write either): the controller gives
+                # the login up and destroys its VM.
+                ctl.sign_in_through_the_agent(login)
+                poll("the login's VM to be destroyed", lambda: ctl.instances() == {})
+                assert ctl.vault("ada", "claude_code") == []
+            # Once it can write again, the login's row says how it ended (not left open).
+            ended = ctl.wait_phase(web, login["id"], {"authenticated", "failed", "cancelled"})
+            assert (ended["phase"], ended["error"]["code"]) == ("failed", "storage_full"), ended
+            assert "start a new login" in ended["error"]["message"], ended
             assert store(keys[2]).status_code == 201
             listed = web.get("/api/users/ada/credentials")
             assert [c["version"] for c in listed.json()] == [2], listed.text
