@@ -193,6 +193,29 @@ def _vm_init_failed(ev: Evidence) -> Diagnosis | None:
     )
 
 
+def _host_limit(ev: Evidence) -> Diagnosis | None:
+    """PID 1 ran out of a per-user host resource: containers share the host's root user.
+
+    Seen with ~40 nspawn containers at once: each one's systemd takes several of
+    the host user's inotify instances (``fs.inotify.max_user_instances``, 128 by
+    default), and the next PID 1 cannot allocate its manager and exits.
+    """
+    found = [ln.strip() for ln in lines(ev.console) if "Too many open files" in ln]
+    if not found:
+        return None
+    limit = (
+        "the host user's inotify instances: raise fs.inotify.max_user_instances (128 by "
+        "default; e.g. sysctl -w fs.inotify.max_user_instances=8192, and max_user_watches)"
+        if "inotify" in found[0]
+        else "open files: raise the launcher's RLIMIT_NOFILE (LimitNOFILE= of the controller)"
+    )
+    return Diagnosis(
+        "host_limit",
+        f"The instance's init ran out of a host resource: {found[0]!r}. Every instance on this "
+        f"host shares {limit}, or run fewer VMs at once.",
+    )
+
+
 def _vmm_exited(ev: Evidence) -> Diagnosis | None:
     if ev.exit_code is None or ev.last_phase not in (None, Phase.VMM_STARTED, Phase.KERNEL_BOOTED):
         return None
@@ -395,7 +418,7 @@ def _unhealthy(ev: Evidence) -> Diagnosis | None:
 
 
 RULES: tuple[Callable[[Evidence], Diagnosis | None], ...] = (
-    _vm_init_failed, _no_init, _unit_unloadable, _config_error, _port_in_use, _crashed,
+    _vm_init_failed, _no_init, _host_limit, _unit_unloadable, _config_error, _port_in_use, _crashed,
     _vmm_exited, _exited, _start_job_blocked, _not_enabled, _silent, _unhealthy,
 )  # fmt: skip
 

@@ -89,6 +89,9 @@ CASES = [
          ("The image has no init",
           "execv(/usr/lib/systemd/systemd, /lib/systemd/systemd, /sbin/init) failed"),
          last=Phase.VMM_STARTED, waiting=INIT, exit_code=1),
+    Case("inotify_exhausted", "host_limit",
+         ("'Failed to create control group inotify object: Too many open files'",
+          "fs.inotify.max_user_instances"), with_unit=False, exit_code=255),
     Case("port_taken", "port_in_use",
          ("Port 8080 is already taken inside the instance by python3 pid=62 "
           "unit=port-hog.service",)),
