@@ -14,6 +14,12 @@ from typing import Any
 from remotecli import __version__
 
 _PROVIDER_NOTE = "claude_code, codex or gemini_cli (another name is a 404)"
+#: A provider in a request: any string is accepted on the wire (an unknown one is a 404).
+_PROVIDER = {
+    "type": "string",
+    "description": _PROVIDER_NOTE,
+    "examples": ["claude_code", "codex", "gemini_cli"],
+}
 _MODES = ["paste_code", "localhost_callback", "device_code", "api_key"]
 #: Seconds a request may wait for a login to move on (app.MAX_WAIT_SECONDS).
 _WAIT = {"type": "number", "minimum": 0, "maximum": 30}
@@ -128,7 +134,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "Start a login in a PTY",
             ("201", _ok(_ref("Session"), "the login, once it left its starting phase")),
             (404,),
-            parameters=[_path("provider") | {"description": _PROVIDER_NOTE}],
+            parameters=[_path("provider") | {"schema": _PROVIDER}],
             body={
                 "type": "object",
                 "properties": {
@@ -163,7 +169,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "type": "object",
                 "required": ["provider", "files"],
                 "properties": {
-                    "provider": {"type": "string"},
+                    "provider": _PROVIDER,
                     "mode": {"type": "string", "enum": _MODES},
                     "files": {
                         "type": "array",
@@ -187,7 +193,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "A provider's credential files and their version",
             ("200", _ok(_ref("Credentials"))),
             (404,),
-            parameters=[_query("provider", {"type": "string"}, required=True)],
+            parameters=[_query("provider", _PROVIDER, required=True)],
         )
     },
     "/sessions": {
@@ -233,7 +239,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "type": "object",
                 "required": ["provider", "prompt"],
                 "properties": {
-                    "provider": {"type": "string"},
+                    "provider": _PROVIDER,
                     "prompt": {"type": "string", "minLength": 1, "maxLength": 200_000},
                     "options": {
                         "type": "object",
