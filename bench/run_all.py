@@ -1,8 +1,9 @@
 """Every benchmark, sized for this host, then one table and one JSON document (`make bench`).
 
     .venv/bin/python bench/run_all.py [--only NAME,...] [--logins 100] [--prompts 30]
-                                      [--nspawn-logins 10] [--clicks 5] [--qemu-cold 2]
-                                      [--qemu-restores 5] [--kernel-boot] [--database-url URL]
+                                      [--nspawn-logins 25] [--qemu-logins 4] [--clicks 5]
+                                      [--qemu-cold 2] [--qemu-restores 5] [--kernel-boot]
+                                      [--database-url URL]
                                       [--output bench/results/latest.json]
 
 Runs each script beside it as its own process (their output streams through),
@@ -67,6 +68,8 @@ def _plan(args: argparse.Namespace, facts: hostcheck.HostFacts) -> list[Step]:
         Step("load_fake", f"load.py --logins {a.logins} --prompts {a.prompts}{db}", None),
         Step("load_nspawn", f"load.py --backend nspawn --logins {a.nspawn_logins} "
                             f"--prompts {a.nspawn_logins}{db}", nspawn),
+        Step("load_qemu", f"load.py --backend qemu --logins {a.qemu_logins} "
+                          f"--prompts {a.qemu_logins}{db}", qemu),
         Step("latency_fake", f"controller_latency.py -n {max(a.clicks, 10)}", None),
         Step("latency_nspawn", f"controller_latency.py --backend nspawn -n {a.clicks} "
                                "--no-prompt", nspawn),
@@ -192,7 +195,7 @@ def summarize(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         if prompt
         else _why(results["latency_fake"]),
     )
-    for backend in ("fake", "nspawn"):
+    for backend in ("fake", "nspawn", "qemu"):
         load = results[f"load_{backend}"]
         logins = _get(load, "logins")
         if not logins:
@@ -236,7 +239,10 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated step names (default: all)")
     parser.add_argument("--logins", type=int, default=100, help="concurrent logins, fake backend")
     parser.add_argument("--prompts", type=int, default=30, help="concurrent prompts, fake backend")
-    parser.add_argument("--nspawn-logins", type=int, default=10, help="and prompts, nspawn")
+    # 25: ~40 nspawn containers at once exhaust root's inotify instances (128 by default:
+    # fs.inotify.max_user_instances), and other jobs on the host hold some too.
+    parser.add_argument("--nspawn-logins", type=int, default=25, help="and prompts, nspawn")
+    parser.add_argument("--qemu-logins", type=int, default=4, help="and prompts, qemu (TCG)")
     parser.add_argument("--clicks", type=int, default=5, help="click→URL samples per way")
     parser.add_argument("--qemu-cold", type=int, default=2, help="qemu cold boots (~20 s each)")
     parser.add_argument("--qemu-restores", type=int, default=5)
