@@ -13,22 +13,31 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, create_engine
 
 from remotecli.controller.settings import Settings
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, fake_cli_bin_dir
 from tests.agent_harness import RunningAgent, run_agent
+from tests.controller.conftest import pg_cluster
 from tests.controller.prompt_support import PromptWorld, prompt_world
+from tests.pg import create_database
+
+__all__ = ["fuzz_agent", "fuzz_db", "fuzz_world", "pg_cluster"]
 
 
-@pytest.fixture(scope="module")
-def fuzz_world(oauth_server: OAuthServer) -> Iterator[PromptWorld]:
-    """The controller with every service on the fake backend, SQLite, no warm pool."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzz_world(request: pytest.FixtureRequest, oauth_server: OAuthServer) -> Iterator[PromptWorld]:
+    """The controller with every service on the fake backend, no warm pool, on each database."""
     # A short state dir: the fake backend's agent sockets live under it (108 bytes).
     state = Path(tempfile.mkdtemp(prefix="rcli-fz-"))
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{state / 'remotecli.db'}"
+    else:
+        url = create_database(request.getfixturevalue("pg_cluster"))
     settings = Settings(
         environment="test",
         state_dir=state,
-        database_url=f"sqlite+aiosqlite:///{state / 'remotecli.db'}",
+        database_url=url,
         backend="fake",
         warm_pool_auth=0,
     )
@@ -37,6 +46,15 @@ def fuzz_world(oauth_server: OAuthServer) -> Iterator[PromptWorld]:
             yield world
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fuzz_db(fuzz_world: PromptWorld) -> Iterator[Engine]:
+    """The controller's database, read by the test itself (synchronous drivers)."""
+    url = fuzz_world.controller.settings.database_url or ""
+    engine = create_engine(url.replace("sqlite+aiosqlite:", "sqlite:"))
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="module")

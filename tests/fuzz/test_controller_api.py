@@ -18,7 +18,6 @@ that no VM is left running.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
 )
+from sqlalchemy import Engine, inspect, text
 
 from remotecli.controller.app import create_app
 from remotecli.controller.models import AuthPhase, VmState
@@ -65,36 +65,38 @@ SCHEMA = schemathesis.openapi.from_dict(_document())
 
 
 @pytest.fixture(scope="module")
-def user_tokens(fuzz_world: PromptWorld) -> Iterator[dict[str, str]]:
+def user_tokens(fuzz_world: PromptWorld, fuzz_db: Engine) -> Iterator[dict[str, str]]:
     tokens = {user: fuzz_world.user_token(fuzz_world.add_user(user)) for user in (ALICE, BOB)}
     yield tokens
     # Whatever fuzzing started is over: no VM left running (each is an agent process).
-    _settle(fuzz_world)
-    live = [row for row in _rows(fuzz_world, "vms") if row["state"] not in ENDED_VM]
+    _settle(fuzz_db)
+    live = [row for row in _rows(fuzz_db, "vms") if row["state"] not in ENDED_VM]
     assert live == [], f"fuzzing left VMs running: {live}"
 
 
 @SCHEMA.parametrize()
 @FUZZ_SETTINGS
 def test_admin_requests(
-    case: FuzzCase, fuzz_world: PromptWorld, user_tokens: dict[str, str]
+    case: FuzzCase, fuzz_world: PromptWorld, fuzz_db: Engine, user_tokens: dict[str, str]
 ) -> None:
     """With an admin token: no 5xx, no leaks, JSON errors, rejected requests change nothing."""
-    _fuzz(case, fuzz_world, fuzz_world.controller.admin_token, caller=None)
+    _fuzz(case, fuzz_world, fuzz_db, fuzz_world.controller.admin_token, caller=None)
 
 
 @SCHEMA.parametrize()
 @FUZZ_SETTINGS
 def test_user_requests(
-    case: FuzzCase, fuzz_world: PromptWorld, user_tokens: dict[str, str]
+    case: FuzzCase, fuzz_world: PromptWorld, fuzz_db: Engine, user_tokens: dict[str, str]
 ) -> None:
     """With ALICE's token: the same, and nothing naming another user succeeds."""
-    _fuzz(case, fuzz_world, user_tokens[ALICE], caller=ALICE)
+    _fuzz(case, fuzz_world, fuzz_db, user_tokens[ALICE], caller=ALICE)
 
 
-def _fuzz(case: FuzzCase, world: PromptWorld, token: str, *, caller: str | None) -> None:
+def _fuzz(
+    case: FuzzCase, world: PromptWorld, db: Engine, token: str, *, caller: str | None
+) -> None:
     unsafe = case.method.upper() not in SAFE
-    before = _digest(world) if unsafe else ""
+    before = _digest(db) if unsafe else ""
     response = case.call(
         base_url=world.controller.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
@@ -110,9 +112,9 @@ def _fuzz(case: FuzzCase, world: PromptWorld, token: str, *, caller: str | None)
             + describe(case, status, text)
         )
     if unsafe and 200 <= status < 300 and case.path == "/api/auth/start":
-        _cancel_login(world, response.json()["id"])
+        _cancel_login(world, db, response.json()["id"])
     if unsafe and 400 <= status < 500:
-        after = _digest(world)
+        after = _digest(db)
         assert before == after, (
             f"a rejected request changed the database ({_diff(before, after)}): "
             + describe(case, status, text)
@@ -130,60 +132,43 @@ def _named_users(case: FuzzCase) -> set[str]:
     return named
 
 
-def _cancel_login(world: PromptWorld, session_id: str) -> None:
+def _cancel_login(world: PromptWorld, db: Engine, session_id: str) -> None:
     """A login fuzzing started for real: cancel it and wait until its VM is gone."""
     answer = world.controller.client().delete(f"/api/auth/sessions/{session_id}")
     assert answer.status_code in (200, 409), f"cancelling {session_id}: {answer.text}"
-    _settle(world)
+    _settle(db)
 
 
-def _settle(world: PromptWorld, timeout: float = 60.0) -> None:
+def _settle(db: Engine, timeout: float = 60.0) -> None:
     """Wait until no login is under way and no VM is starting, running or stopping."""
     deadline = time.monotonic() + timeout
     while True:
-        busy = [r for r in _rows(world, "auth_sessions") if r["phase"] not in ENDED_LOGIN]
-        busy += [r for r in _rows(world, "vms") if r["state"] not in ENDED_VM]
+        busy = [r for r in _rows(db, "auth_sessions") if r["phase"] not in ENDED_LOGIN]
+        busy += [r for r in _rows(db, "vms") if r["state"] not in ENDED_VM]
         if not busy:
             return
         assert time.monotonic() < deadline, f"still under way after {timeout} s: {busy}"
         time.sleep(0.05)
 
 
-def _database(world: PromptWorld) -> sqlite3.Connection:
-    url = world.controller.settings.database_url or ""
-    assert url.startswith("sqlite+aiosqlite:///"), url
-    connection = sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///"))
-    connection.row_factory = sqlite3.Row
-    return connection
+def _rows(db: Engine, table: str) -> list[dict[str, Any]]:
+    # The name comes from the database's own table list (or this file), never from a request.
+    query = text(f"SELECT * FROM {table}")  # noqa: S608
+    with db.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
 
 
-def _rows(world: PromptWorld, table: str) -> list[dict[str, Any]]:
-    with _database(world) as connection:
-        return [dict(row) for row in connection.execute(f"SELECT * FROM {table}")]  # noqa: S608
-
-
-def _digest(world: PromptWorld) -> str:
+def _digest(db: Engine) -> str:
     """Row counts and a hash of the content of every table, volatile columns left out."""
-    connection = _database(world)
-    try:
-        tables = [
-            name
-            for (name,) in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            )
-        ]
-        parts = []
-        for table in tables:
-            rows = connection.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608
-            content = sorted(
-                repr(sorted((k, v) for k, v in dict(row).items() if k not in VOLATILE))
-                for row in rows
-            )
-            digest = hashlib.sha256("\n".join(content).encode()).hexdigest()[:16]
-            parts.append(f"{table}={len(rows)}:{digest}")
-        return " ".join(parts)
-    finally:
-        connection.close()
+    parts = []
+    for table in sorted(inspect(db).get_table_names()):
+        rows = _rows(db, table)
+        content = sorted(
+            repr(sorted((k, v) for k, v in row.items() if k not in VOLATILE)) for row in rows
+        )
+        digest = hashlib.sha256("\n".join(content).encode()).hexdigest()[:16]
+        parts.append(f"{table}={len(rows)}:{digest}")
+    return " ".join(parts)
 
 
 def _diff(before: str, after: str) -> str:

@@ -1,9 +1,11 @@
-"""What fuzzing the controller found, kept as plain regression tests (real controller, SQLite)."""
+"""What fuzzing the controller found, as plain regression tests (real controller, SQLite and
+PostgreSQL)."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
+
+from sqlalchemy import Engine, text
 
 from tests.controller.prompt_support import PromptWorld
 
@@ -22,17 +24,20 @@ def test_routing_errors_are_json_with_code_and_message(fuzz_world: PromptWorld) 
     assert wrong_method.headers["allow"] == "GET", wrong_method.headers
 
 
-def test_a_created_row_is_committed_before_the_answer(fuzz_world: PromptWorld) -> None:
+def test_a_created_row_is_committed_before_the_answer(
+    fuzz_world: PromptWorld, fuzz_db: Engine
+) -> None:
     """The session's commit used to run after the 201 was sent (FastAPI ends a yield
     dependency after the response by default): a row read right after could be missing."""
     client = fuzz_world.controller.client()
-    url = fuzz_world.controller.settings.database_url or ""
     for n in range(20):
         created = client.post("/api/users", json={"id": f"fz-commit-{n}"})
         assert created.status_code == 201, created.text
-        with sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///")) as connection:
-            rows = connection.execute("SELECT id FROM users WHERE id = ?", (f"fz-commit-{n}",))
-            assert rows.fetchall() == [(f"fz-commit-{n}",)], f"user {n} not committed at 201"
+        with fuzz_db.connect() as connection:
+            rows = connection.execute(
+                text("SELECT id FROM users WHERE id = :id"), {"id": f"fz-commit-{n}"}
+            ).all()
+        assert [tuple(r) for r in rows] == [(f"fz-commit-{n}",)], f"user {n} not committed at 201"
 
 
 def test_timestamps_in_answers_carry_their_zone(fuzz_world: PromptWorld) -> None:
