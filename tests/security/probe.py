@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
+from remotecli.agentclient import AgentClient
+
 #: A Claude credential file whose access token is valid for an hour: the fake CLI
 #: checks it once with the provider (``/claude/userinfo``) and then answers.
 CLAUDE_FILES = [
@@ -145,3 +147,31 @@ def reply_of(events: list[dict[str, Any]]) -> str:
     return "".join(
         str(e.get("text", "")) for e in events if e.get("type") == "text" and not e.get("thinking")
     )
+
+
+async def run_claude(agent: AgentClient) -> list[dict[str, Any]]:
+    """A Claude prompt through the guest's agent: one provider request, then the answer."""
+    body = {"provider": "claude_code", "prompt": PROMPT, "timeoutSeconds": 90}
+    return [event async for event in agent.stream("POST", "/prompts", json=body)]
+
+
+async def give_claude_credentials(agent: AgentClient) -> None:
+    await agent.request(
+        "POST", "/credentials/write", json={"provider": "claude_code", "files": CLAUDE_FILES}
+    )
+
+
+async def check_reach(agent: AgentClient, relay: Relay, host: Trap, targets: list[str]) -> None:
+    """The control run answers through ``relay``; redirected to each target, no run does and
+    ``host`` sees no connection."""
+    control = await run_claude(agent)
+    assert reply_of(control) == REPLY, f"the control run (through the relay) failed: {control}"
+    assert relay.seen == ["/claude/userinfo"], relay.seen
+    for address in targets:
+        relay.plan.append(f"http://{address}:{host.port}")
+        redirected = await run_claude(agent)
+        assert REPLY not in reply_of(redirected), (
+            f"sent to {address}:{host.port}, the guest's CLI got an answer: {redirected}"
+        )
+        assert host.connections() == 0, f"the guest reached the host's listener at {address}"
+    assert len(relay.seen) == 1 + len(targets), f"the relay saw {relay.seen}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,12 +24,13 @@ from remotecli.testbed import TESTBED_URL_ENV
 from remotecli.testbed.netns import listen_in_netns
 from remotecli.vmm.nspawn import NspawnInstance
 from tests.security.probe import (
-    CLAUDE_FILES,
-    PROMPT,
     REPLY,
+    check_reach,
+    give_claude_credentials,
     host_addresses,
     relay_on,
     reply_of,
+    run_claude,
     trap,
 )
 from tests.vmm.conftest import Lab
@@ -46,23 +46,14 @@ async def boot(lab: Lab, name: str, env: dict[str, str]) -> NspawnInstance:
     return instance
 
 
-async def run(agent: AgentClient, **extra: Any) -> list[dict[str, Any]]:
-    body = {"provider": "claude_code", "prompt": PROMPT, "timeoutSeconds": 60, **extra}
-    return [event async for event in agent.stream("POST", "/prompts", json=body)]
-
-
 async def test_a_cli_in_a_container_reaches_no_host_address(lab: Lab) -> None:
     with trap() as host:
         url = f"http://127.0.0.1:{host.port}"
         instance = await boot(lab, "net", {TESTBED_URL_ENV: url})
         async with AgentClient(instance.agent_socket, instance.spec.agent_token) as agent:
-            await agent.request(
-                "POST",
-                "/credentials/write",
-                json={"provider": "claude_code", "files": CLAUDE_FILES},
-            )
+            await give_claude_credentials(agent)
             # The container's 127.0.0.1 is its own: the host's listener there is out of reach.
-            direct = await run(agent)
+            direct = await run_claude(agent)
             assert REPLY not in reply_of(direct), f"the CLI got an answer: {direct}"
             assert host.connections() == 0, "the host's 127.0.0.1 listener was reached"
 
@@ -70,19 +61,9 @@ async def test_a_cli_in_a_container_reaches_no_host_address(lab: Lab) -> None:
             assert leader is not None
             inside = listen_in_netns(f"/proc/{leader}/ns/net", host.port)
             with relay_on(inside) as relay:
-                control = await run(agent)
-                assert reply_of(control) == REPLY, f"the control run failed: {control}"
-                assert relay.seen == ["/claude/userinfo"], relay.seen
                 targets = host_addresses()
                 assert targets, "the host has no address but loopback to try"
-                for address in targets:
-                    relay.plan.append(f"http://{address}:{host.port}")
-                    redirected = await run(agent)
-                    assert REPLY not in reply_of(redirected), (
-                        f"sent to the host's {address}, the CLI got an answer: {redirected}"
-                    )
-                    assert host.connections() == 0, f"the host's {address} was reached"
-                assert len(relay.seen) == 1 + len(targets), relay.seen
+                await check_reach(agent, relay, host, targets)
 
         links = await instance.exec_in(["ls", "/sys/class/net"])
         assert links.stdout.split() == ["lo"], f"the container has links {links.stdout.split()}"

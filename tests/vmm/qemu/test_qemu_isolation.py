@@ -18,7 +18,6 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,12 +28,10 @@ from remotecli.testbed import TESTBED_URL_ENV
 from remotecli.vmm.base import InstanceSpec
 from remotecli.vmm.qemu import FORWARD_ADDR, QemuBackend, QemuInstance
 from tests.security.probe import (
-    CLAUDE_FILES,
-    PROMPT,
-    REPLY,
+    check_reach,
+    give_claude_credentials,
     host_addresses,
     relay_on,
-    reply_of,
     trap,
 )
 from tests.vmm.lab import failed, teardown
@@ -98,11 +95,6 @@ def test_without_the_demo_the_controllers_qemu_vms_get_no_forward(
     assert len(forwards) == 1 and "nc 127.0.0.1 4242" in forwards[0], netdev_of(demo)
 
 
-async def run(agent: AgentClient) -> list[dict[str, Any]]:
-    body = {"provider": "claude_code", "prompt": PROMPT, "timeoutSeconds": 90}
-    return [event async for event in agent.stream("POST", "/prompts", json=body)]
-
-
 async def test_a_guest_reaches_only_its_explicit_forward(
     vm_image: VmImage, settings: Settings, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -121,23 +113,8 @@ async def test_a_guest_reaches_only_its_explicit_forward(
                 backend.forwards[0].netdev_option(shutil.which("busybox") or "busybox")
             ], netdev
             async with AgentClient(vm.agent_endpoint, vm.spec.agent_token) as agent:
-                await agent.request(
-                    "POST",
-                    "/credentials/write",
-                    json={"provider": "claude_code", "files": CLAUDE_FILES},
-                )
-                control = await run(agent)
-                assert reply_of(control) == REPLY, f"through the forward the run failed: {control}"
-                assert relay.seen == ["/claude/userinfo"], relay.seen
-                targets = [SLIRP_HOST, "127.0.0.1", *host_addresses()]
-                for address in targets:
-                    relay.plan.append(f"http://{address}:{host.port}")
-                    redirected = await run(agent)
-                    assert REPLY not in reply_of(redirected), (
-                        f"sent to {address}:{host.port}, the guest's CLI answered: {redirected}"
-                    )
-                    assert host.connections() == 0, f"the guest reached the host at {address}"
-                assert len(relay.seen) == 1 + len(targets), relay.seen
+                await give_claude_credentials(agent)
+                await check_reach(agent, relay, host, [SLIRP_HOST, "127.0.0.1", *host_addresses()])
     finally:
         problems = await teardown([vm], failed=failed(request), save_to=tmp_path)
         problems += find_leftovers([vm.name], [vm.host_port])
