@@ -24,7 +24,7 @@ from remotecli.controller import credentials
 from remotecli.controller.auth_session import Live, SessionRows
 from remotecli.controller.auth_view import AGENT_PHASES
 from remotecli.controller.context import AppContext
-from remotecli.controller.db import session_scope
+from remotecli.controller.db import retry_unavailable, session_scope
 from remotecli.controller.errors import database_error
 from remotecli.controller.metrics import get_metrics
 from remotecli.controller.models import AuthPhase, VmRole
@@ -45,8 +45,6 @@ HTTP_SLACK_SECONDS = 15.0
 AGENT_MISSES_ALLOWED = 3
 #: Attempts to store captured files when a concurrent store took the version number.
 STORE_ATTEMPTS = 3
-#: Backoff bounds (seconds) for recording a login's end while the database is away.
-END_RETRY_SECONDS = (0.5, 5.0)
 
 
 class LoginStopped(Exception):
@@ -393,18 +391,10 @@ class LoginDriver:
         Given up on only when the controller stops (its next start ends the row
         as ``controller_restarted``): a session left open would be followed forever.
         """
-        delay, most = END_RETRY_SECONDS
-        while True:
-            try:
-                await self.rows.write(live.id, **fields)
-                return
-            except SQLAlchemyError as exc:
-                if database_error(exc) is None or self.closing:
-                    raise
-                log.warning("could not record the end of a login; retrying",
-                            extra={"auth_session": live.id, "retry_seconds": delay})  # fmt: skip
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, most)
+        await retry_unavailable(
+            lambda: self.rows.write(live.id, **fields), "record the end of a login",
+            give_up=lambda: self.closing, extra={"auth_session": live.id},
+        )  # fmt: skip
 
 
 def _agent_ended(agent: dict[str, Any]) -> bool:

@@ -7,15 +7,18 @@ start-up, inside one transaction; the app never calls ``create_all``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,6 +27,11 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: Backoff bounds (seconds) of ``retry_unavailable``.
+RETRY_SECONDS = (0.5, 5.0)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def make_engine(url: str) -> AsyncEngine:
@@ -77,3 +85,32 @@ async def session_scope(
         except BaseException:
             await session.rollback()
             raise
+
+
+async def retry_unavailable(
+    write: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    give_up: Callable[[], bool] = lambda: False,
+    extra: dict[str, Any] | None = None,
+) -> T:
+    """Run ``write``, again with backoff while the database is away, busy or full.
+
+    For the writes that end something (a login's row, a run's lease): left
+    undone they leave it open for good. Other errors, and any error once
+    ``give_up()`` is true, are raised; a cancel stops the retries.
+    """
+    from remotecli.controller.errors import database_error  # errors.py is API-side
+
+    delay, most = RETRY_SECONDS
+    while True:
+        try:
+            return await write()
+        except SQLAlchemyError as exc:
+            error = database_error(exc)
+            if error is None or give_up():
+                raise
+            log.warning("could not %s (%s); retrying in %.1f s", what, error.code, delay,
+                        extra=extra)  # fmt: skip
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, most)

@@ -30,12 +30,13 @@ from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from remotecli.agentclient import AgentClient, AgentRequestError, AgentUnreachable
 from remotecli.controller import credentials, leases, sync
 from remotecli.controller.credentials import CredentialKind
-from remotecli.controller.db import session_scope
-from remotecli.controller.errors import ApiError, NotFound, Unavailable
+from remotecli.controller.db import retry_unavailable, session_scope
+from remotecli.controller.errors import ApiError, NotFound, Unavailable, database_error
 from remotecli.controller.leases import Claim
 from remotecli.controller.models import (
     CredentialState,
@@ -339,8 +340,17 @@ class ActiveRun:
                     log.warning("the provider refused the stored sign-in: needs login",
                                 extra={"run_id": self.id, "provider": spec.provider,
                                        "code": out.login_again})  # fmt: skip
-                await leases.release(context.sessions, self._claim)
-            await self._complete_row(status, out.error)
+                # Retried while the database is away: a lease left busy would refuse
+                # this user's next runs until it lapses (the run's deadline + 2 min).
+                claim = self._claim
+                await retry_unavailable(
+                    lambda: leases.release(context.sessions, claim), "release a lease",
+                    extra={"run_id": self.id},
+                )  # fmt: skip
+            await retry_unavailable(
+                lambda: self._complete_row(status, out.error), "record a run's end",
+                extra={"run_id": self.id},
+            )  # fmt: skip
         finally:
             self.service.done_with_vm(self._vm.vm_id)
             seconds = time.monotonic() - self._t0
@@ -369,10 +379,13 @@ class ActiveRun:
                 self.service.context, self._vm.agent, self.spec.user_id, self.spec.provider,
                 self._vm.vm_id,
             )  # fmt: skip
-        except RemoteCliError as exc:
+        except (RemoteCliError, SQLAlchemyError) as exc:
             # The VM keeps the lease, so its copy is synced on the next run or
             # before it goes away (sync.prepare stores unsynced changes first).
-            log.warning("sync-back after the run failed: %s", exc.code,
+            failure = database_error(exc) if isinstance(exc, SQLAlchemyError) else exc
+            if failure is None:
+                raise
+            log.warning("sync-back after the run failed: %s", failure.code,
                         extra={"run_id": self.id, "provider": self.spec.provider})  # fmt: skip
             return None
         return outcome.stored
