@@ -16,10 +16,11 @@ Categories: processes (descendants of this process, and qemu-system*/
 firecracker/jailer/systemd-nspawn/agent processes host-wide), network links of
 the host's namespace, network namespaces, mounts (ours and PID 1's), Unix
 sockets under the scope paths (``/proc/net/unix`` lists this network
-namespace's only: a VM's own netns is checked as a whole), files and directories under them, this
-process's open file descriptors and threads, loop devices, the cgroups the
-backends make (``remotecli-*`` and the jailer's ``remotecli-fc/*``), nspawn's
-propagation dirs, systemd machines.
+namespace's only: a VM's own netns is checked as a whole), files and
+directories below the scope paths (the paths themselves are roots that may
+stay), this process's open file descriptors and threads, loop devices, the
+cgroups the backends make (``remotecli-*`` and the jailer's
+``remotecli-fc/*``), nspawn's propagation dirs, systemd machines.
 
 **Whose is it.** Other tests run on this host at the same time, so a new
 host-wide item is a leak only when it is *ours*: it names a scope path or a
@@ -34,6 +35,7 @@ it closes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -212,7 +214,12 @@ def _links() -> Category:
 
 def _netns() -> Category:
     items = {}
-    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Category("network namespaces", {}, f"ip netns list: {exc}")
     for line in done.stdout.splitlines():
         if line.strip():
             name = line.split()[0]
@@ -423,10 +430,14 @@ class LeakWatch:
         self.report = diff(self._before, snapshot(self.scope), self.scope)
         return self.report
 
-    def _fail(self) -> None:
-        if self.report.leaks:
+    def _conclude(self, raised: bool) -> None:
+        if raised:  # the block's own error is the failure; what it left is evidence
+            if self.report.leaks:
+                print("after the error, " + self.report.render())
+        elif self.report.leaks:
             raise AssertionError("resources left behind:\n" + self.report.render())
-        print(self.report.render())
+        else:
+            print(self.report.render())
 
     def __enter__(self) -> LeakWatch:
         self._before = snapshot(self.scope)
@@ -438,8 +449,7 @@ class LeakWatch:
         end = time.monotonic() + (self.settle if kind is None else 0)
         while self.check().leaks and time.monotonic() < end:
             time.sleep(0.1)
-        if kind is None:
-            self._fail()
+        self._conclude(raised=kind is not None)
 
     async def __aenter__(self) -> LeakWatch:
         return self.__enter__()
@@ -447,15 +457,12 @@ class LeakWatch:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        import asyncio
-
         end = time.monotonic() + (self.settle if kind is None else 0)
         while self.check().leaks:
             if time.monotonic() >= end:
                 break
             await asyncio.sleep(0.1)  # lets the loop reap children and finish teardowns
-        if kind is None:
-            self._fail()
+        self._conclude(raised=kind is not None)
 
 
 def no_leaks(*paths: Path, markers: Iterable[str] = (), settle: float = 10.0) -> LeakWatch:

@@ -147,9 +147,9 @@ async def test_fake_cycles_leave_nothing(root: Path, oauth_server: OAuthServer) 
         running = backend.create(spec(watch, "seen"))
         await running.start()
         await running.wait_ready()
-        held = set(watch.check().leaks)
+        seen = set(watch.check().leaks)
         expected = {"processes", "files and dirs under the scope", "unix sockets under the scope"}
-        assert expected <= held, f"a running agent not seen:\n{watch.report.render()}"
+        assert expected <= seen, f"a running agent not seen:\n{watch.report.render()}"
         await running.destroy()
 
         for _ in range(SEQUENTIAL):

@@ -43,11 +43,11 @@ async def test_firecracker_cycles_leave_nothing(fc_lab: FcLab, tmp_path: Path) -
     async with no_leaks(*roots) as watch:
         # While a jailed, networked VM runs, the checker sees what it holds (not vacuous).
         running = await started(fc_lab, watch, "seen", jail=True, network=True)
-        held = {category.split(" (")[0] for category in watch.check().leaks}
+        seen = {category.split(" (")[0] for category in watch.check().leaks}
         assert running.jail is not None and running.jail.cgroup_dirs
         # (Its sockets are in its own netns: /proc/net/unix here does not list them.)
         expected = {"processes", "files and dirs under the scope", "network namespaces", "cgroups"}
-        assert expected <= held, f"a running VM's resources not seen:\n{watch.report.render()}"
+        assert expected <= seen, f"a running VM's resources not seen:\n{watch.report.render()}"
         await running.destroy()
 
         for _ in range(ROUNDS):
