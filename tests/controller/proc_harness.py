@@ -241,6 +241,30 @@ class ControllerProcess:
         assert done.status_code == 200, done.text
         assert done.json()["phase"] == "authenticated", done.json()
 
+    def wait_rotated(
+        self, admin: httpx.Client, vault_files: dict[str, str], timeout: float = 30.0
+    ) -> tuple[str, dict[str, str]]:
+        """Wait until a CLI VM's Claude files hold another refresh token than ``vault_files``
+        (its CLI refreshed); return that VM's id and files."""
+        found: list[tuple[str, dict[str, str]]] = []
+
+        def rotated() -> bool:
+            # Only a VM whose agent got ready (a starting one may not listen yet).
+            vms = admin.get("/api/vms").json()["vms"]
+            for vm in (v for v in vms if (v["role"], v["state"]) == ("cli", "claimed")):
+                agent = self.agent(instance_id_for(vm["id"]))
+                held = agent.get("/credentials", params={"provider": "claude_code"}).json()
+                files = {f["path"]: f["content"] for f in held.get("files") or []}
+                if held.get("complete") and refresh_token_of(files) != refresh_token_of(
+                    vault_files
+                ):
+                    found.append((vm["id"], files))
+                    return True
+            return False
+
+        poll("the CLI in the VM to rotate its refresh token", rotated, timeout)
+        return found[-1]
+
     def reconcile_reports(self) -> list[dict[str, Any]]:
         """The reconcile reports logged at its starts (one per start that found VMs)."""
         reports = []
@@ -307,6 +331,12 @@ class ControllerProcess:
         )  # fmt: skip
         self._clients.append(client)
         return client
+
+
+def refresh_token_of(files: dict[str, str]) -> str:
+    """Claude's refresh token in its credential files."""
+    token: str = json.loads(files[".claude/.credentials.json"])["claudeAiOauth"]["refreshToken"]
+    return token
 
 
 def assert_no_orphans(ctl: ControllerProcess, admin: httpx.Client) -> None:

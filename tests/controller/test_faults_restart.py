@@ -30,7 +30,12 @@ from remotecli.controller.settings import Settings
 from remotecli.controller.vmstore import instance_id_for
 from remotecli.testbed import OAuthServer
 from tests.controller import vm_harness
-from tests.controller.proc_harness import ControllerProcess, assert_no_orphans, pid_alive
+from tests.controller.proc_harness import (
+    ControllerProcess,
+    assert_no_orphans,
+    pid_alive,
+    refresh_token_of,
+)
 from tests.controller.vm_harness import poll
 
 state_dir = vm_harness.state_dir
@@ -142,11 +147,6 @@ def test_a_capture_cut_by_sigkill_leaves_no_version_or_a_whole_one(
 # -- 3. killed while a run holds a rotated refresh token the vault does not have yet ----------
 
 
-def refresh_token_of(files: dict[str, str]) -> str:
-    token: str = json.loads(files[".claude/.credentials.json"])["claudeAiOauth"]["refreshToken"]
-    return token
-
-
 def prompt_in_background(web: httpx.Client, body: dict[str, Any]) -> threading.Thread:
     """POST /api/prompts on a thread; the controller dies under it, so its end is not read."""
 
@@ -176,21 +176,7 @@ def test_a_sync_back_cut_by_sigkill_is_recovered_from_the_adopted_vm(
     runner = prompt_in_background(
         ctl.client("service"), {"userId": "ada", "provider": "claude_code", "prompt": "hang"}
     )
-    on_vm: dict[str, str] = {}
-
-    def rotated_on_the_vm() -> bool:
-        # Only a VM whose agent got ready (a starting one may not listen yet).
-        vms = admin.get("/api/vms").json()["vms"]
-        for vm in (v for v in vms if (v["role"], v["state"]) == ("cli", "claimed")):
-            agent = ctl.agent(instance_id_for(vm["id"]))
-            held = agent.get("/credentials", params={"provider": "claude_code"})
-            if held.status_code == 200 and held.json()["complete"]:
-                on_vm.clear()
-                on_vm.update({f["path"]: f["content"] for f in held.json()["files"]})
-                return refresh_token_of(on_vm) != refresh_token_of(first)
-        return False
-
-    poll("the CLI in the VM to rotate its refresh token", rotated_on_the_vm, timeout=30)
+    _, on_vm = ctl.wait_rotated(admin, first)
     issued = {t.refresh_token: t for t in oauth_server.issued_tokens("claude")}
     assert issued[refresh_token_of(first)].refresh_used, "the vault's refresh token is not spent"
     ((cli_instance, cli_pid),) = ctl.instances().items()

@@ -33,7 +33,7 @@ import pytest
 from remotecli.controller.settings import Settings
 from remotecli.testbed import OAuthServer
 from tests.controller import vm_harness
-from tests.controller.proc_harness import ControllerProcess
+from tests.controller.proc_harness import ControllerProcess, refresh_token_of
 from tests.controller.vm_harness import poll
 from tests.pg import _as_postgres, create_database, pg_bin, throwaway_cluster
 
@@ -133,11 +133,18 @@ def test_postgresql_away_is_a_503_then_the_controller_recovers_by_itself(
     with ControllerProcess(settings, oauth_server.url) as ctl:
         web, admin = ctl.client("service"), ctl.client("admin")
         ctl.login(web, "ada", "claude_code")
-        assert prompt(web, "ada", "hello")["status"] == "succeeded"
-        before = ctl.vault_files("ada", "claude_code")
+        ((_, first),) = ctl.vault_files("ada", "claude_code")
         secrets = [cluster.password, ctl.admin_token, ctl._tokens["service"]]
+        # A run whose CLI refreshed (the vault's refresh token is spent now) is cut by its
+        # client while the database is away: its sync-back and its lease's release meet
+        # the outage.
+        oauth_server.expire_access_tokens("claude")
+        body = {"userId": "ada", "provider": "claude_code", "prompt": "hang"}
+        with ctl.client("service").stream("POST", "/api/prompts", json=body) as running:
+            assert running.status_code == 200, running.read()
+            vm_id, on_vm = ctl.wait_rotated(admin, first)
+            cluster.stop()
 
-        cluster.stop()
         outage = [
             (503, admin.get("/api/health")),
             (503, web.get("/api/users/ada/credentials")),
@@ -151,14 +158,28 @@ def test_postgresql_away_is_a_503_then_the_controller_recovers_by_itself(
         for status, response in outage:
             assert_clear_error(response, status, "database_unavailable", secrets)
 
-        poll(
-            "GET /api/health to answer 200 again", lambda: web.get("/api/health").status_code == 200
-        )
-        assert ctl.vault_files("ada", "claude_code") == before
+        poll("GET /api/health to answer 200", lambda: web.get("/api/health").status_code == 200)
+        # The cut run ends by itself once the database is back (its lease released first).
+        runs: list[dict[str, Any]] = []
+
+        def run_recorded() -> bool:
+            runs[:] = admin.get(f"/api/vms/{vm_id}/sessions").json()["recentRuns"]
+            return [r["status"] for r in runs] == ["cancelled"]
+
+        try:
+            poll("the cut run's end to be recorded", run_recorded)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the VM's runs: {runs}") from None
+        assert ctl.vault_files("ada", "claude_code") == [(1, first)]
         listed = web.get("/api/users/ada/credentials").json()
         assert [(c["provider"], c["state"]) for c in listed] == [("claude_code", "connected")]
         assert web.post("/api/users", json={"id": "bob"}).status_code == 201
+        # The lease is free (no credentials_busy), and the VM's unsynced copy (the live
+        # refresh token) is stored before this run uses it.
         assert prompt(web, "ada", "hello again")["status"] == "succeeded"
+        versions = ctl.vault_files("ada", "claude_code")
+        assert [v for v, _ in versions] == [1, 2], [v for v, _ in versions]
+        assert refresh_token_of(versions[-1][1]) == refresh_token_of(on_vm)
         log = ctl.logs()
         for secret in secrets:
             assert secret not in log, "the controller's log holds a secret"
