@@ -8,6 +8,7 @@ from tests.controller.conftest import (
     pg_cluster,
     settings,
     short_state_dir,
+    world,
 )
 
-__all__ = ["controller", "database_url", "pg_cluster", "settings", "short_state_dir"]
+__all__ = ["controller", "database_url", "pg_cluster", "settings", "short_state_dir", "world"]
