@@ -1,5 +1,6 @@
 """Claim/destroy cycles through the real controller leave nothing (tests/leakcheck.py looks).
 
+Then whole logins through the API (done, and cancelled while the CLI waits).
 The whole controller life is inside the watch (uvicorn thread, database pool,
 warm pool, health monitor), on SQLite and PostgreSQL: claims from the pool and
 cold, DELETE through the API, a VM whose agent is SIGKILLed and replaced by
@@ -21,11 +22,16 @@ from remotecli.controller.models import VmRole
 from remotecli.controller.runtime import make_backend
 from remotecli.controller.settings import Settings
 from remotecli.errors import NotReady
+from remotecli.testbed import OAuthServer
 from remotecli.vmm.fake import FakeBackend, FakeFault
+from tests.controller.auth_support import answer_for, auth_controller
 from tests.controller.vm_harness import VmController, poll, vm_controller
 from tests.leakcheck import no_leaks
 
 CYCLES = 30
+#: Whole logins (one mode per provider that needs no fixed host port: not Codex's
+#: browser callback, whose fake CLI listens on port 1455 shared by every test).
+LOGINS = [("claude_code", "paste_code"), ("gemini_cli", "paste_code"), ("codex", "device_code")]
 
 
 def _row_if(ctl: VmController, vm_id: str, state: str) -> dict[str, Any] | None:
@@ -72,3 +78,34 @@ def test_claim_and_delete_cycles_leave_nothing(
         stopped = {v["id"] for v in rows if v["stopReason"] == "deleted by admin"}
         assert stopped == set(deleted)
     print(f"{CYCLES} claims deleted, one killed, one never ready; checked: {watch.report.checked}")
+
+
+def test_login_cycles_leave_nothing(
+    make_settings: Callable[..., Settings], oauth_server: OAuthServer, state_dir: Path
+) -> None:
+    """Logins to the end (the auth VM destroyed after) and logins cancelled while the CLI
+    waits for the user (Gemini ignores SIGTERM): no CLI, agent or VM file stays."""
+    fake = state_dir / "fake"
+    with no_leaks(fake) as watch, auth_controller(make_settings(), oauth_server) as harness:
+        web = harness.client("service")
+        for round_ in range(2):
+            for provider, mode in LOGINS:
+                started = web.post(
+                    "/api/auth/start",
+                    json={"userId": f"u-{round_}", "provider": provider, "mode": mode},
+                )
+                assert started.status_code == 201, started.text
+                session = started.json()
+                answer = answer_for(session)
+                if answer is None:
+                    final = harness.wait_for(web, session["id"], {"authenticated", "failed"})
+                else:
+                    final = web.post(f"/api/auth/sessions/{session['id']}/code", json=answer).json()
+                assert final["phase"] == "authenticated", final
+        for provider in ("claude_code", "gemini_cli"):
+            started = web.post("/api/auth/start", json={"userId": "u-c", "provider": provider})
+            assert started.status_code == 201, started.text
+            cancelled = web.delete(f"/api/auth/sessions/{started.json()['id']}")
+            assert cancelled.status_code == 200, cancelled.text
+        poll("every auth VM gone", lambda: not any(fake.iterdir()))
+    print(f"{2 * len(LOGINS)} logins, 2 cancelled; checked: {watch.report.checked}")
