@@ -177,17 +177,20 @@ class ControllerProcess:
     def client(self, who: str = "admin", timeout: float = 30.0) -> httpx.Client:
         """A client with an ``admin``, ``service`` or ``user:<id>`` token (made once, kept
         across restarts: tokens live in the database)."""
-        if who == "admin":
-            token = self.admin_token
-        else:
-            if who not in self._tokens:
-                self._tokens[who] = new_token(self.client("admin"), who)
-            token = self._tokens[who]
         client = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
-        )
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token(who)}"},
+            timeout=timeout,
+        )  # fmt: skip
         self._clients.append(client)
         return client
+
+    def token(self, who: str) -> str:
+        """The ``admin`` token, or a ``service`` / ``user:<id>`` one made at first use."""
+        if who == "admin":
+            return self.admin_token
+        if who not in self._tokens:
+            self._tokens[who] = new_token(self.client("admin"), who)
+        return self._tokens[who]
 
     def session(self, client: httpx.Client, session_id: str) -> dict[str, Any]:
         response = client.get(f"/api/auth/sessions/{session_id}")
@@ -222,6 +225,15 @@ class ControllerProcess:
         ended = self.wait_phase(web, session["id"], {"authenticated", "failed", "cancelled"})
         assert ended["phase"] == "authenticated", f"the login did not succeed: {ended}"
         return ended
+
+    def prompt(self, web: httpx.Client, user_id: str, text: str) -> dict[str, Any]:
+        """POST /api/prompts for Claude; the ``done`` event (status, credentials version)."""
+        body = {"userId": user_id, "provider": "claude_code", "prompt": text}
+        response = web.post("/api/prompts", json=body)
+        assert response.status_code == 200, response.text
+        data = [line for line in response.text.splitlines() if line.startswith("data: ")]
+        done: dict[str, Any] = json.loads(data[-1].removeprefix("data: "))
+        return done
 
     def sign_in_through_the_agent(self, session: dict[str, Any]) -> None:
         """The user signs in and the code reaches the agent without the controller's API.

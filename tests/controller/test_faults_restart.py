@@ -17,7 +17,6 @@ and the next login or prompt works.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -198,15 +197,13 @@ def test_a_sync_back_cut_by_sigkill_is_recovered_from_the_adopted_vm(
 
     # The lease is free: the next run starts at once, refreshes from the synced-back token.
     oauth_server.expire_access_tokens("claude")
-    response = web.post(
-        "/api/prompts", json={"userId": "ada", "provider": "claude_code", "prompt": "hello"}
-    )
-    assert response.status_code == 200, response.text
-    done = [line for line in response.text.splitlines() if line.startswith("data: ")][-1]
-    finished = json.loads(done.removeprefix("data: "))
+    finished = ctl.prompt(web, "ada", "hello")
     assert (finished["status"], finished["credentialsChanged"]) == ("succeeded", True), finished
     assert [v for v, _ in ctl.vault_files("ada", "claude_code")] == [1, 2, 3]
     assert_no_orphans(ctl, admin)
+    log = ctl.logs()
+    for version, files in ctl.vault_files("ada", "claude_code"):
+        assert refresh_token_of(files) not in log, f"version {version}'s refresh token is logged"
 
 
 def vm_id_of(admin: httpx.Client, instance_id: str) -> str:

@@ -15,7 +15,6 @@ itself once the fault ends; nothing stored before is lost or half-written.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import subprocess
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -47,17 +47,6 @@ def settings_for(state_dir: Path, database_url: str) -> Settings:
         environment="test", state_dir=state_dir, database_url=database_url, backend="fake",
         warm_pool_auth=0, warm_pool_cli=0, health_interval_seconds=0.2,
     )  # fmt: skip
-
-
-def prompt(web: httpx.Client, user_id: str, text: str) -> dict[str, Any]:
-    """POST /api/prompts; the ``done`` event (the run's status and credentials version)."""
-    response = web.post(
-        "/api/prompts", json={"userId": user_id, "provider": "claude_code", "prompt": text}
-    )
-    assert response.status_code == 200, response.text
-    data = [line for line in response.text.splitlines() if line.startswith("data: ")]
-    done: dict[str, Any] = json.loads(data[-1].removeprefix("data: "))
-    return done
 
 
 def assert_clear_error(
@@ -94,7 +83,7 @@ class StoppableCluster:
             f"-c listen_addresses=127.0.0.1 -p {settings['port']} "
             f"-k {settings['unix_socket_directories']} -c fsync=off"
         )
-        self.password = self.base_url.split(":")[2].split("@")[0]
+        self.password = urlsplit(self.base_url).password or ""
 
     def pg_ctl(self, *argv: str) -> None:
         bindir = pg_bin()
@@ -134,7 +123,7 @@ def test_postgresql_away_is_a_503_then_the_controller_recovers_by_itself(
         web, admin = ctl.client("service"), ctl.client("admin")
         ctl.login(web, "ada", "claude_code")
         ((_, first),) = ctl.vault_files("ada", "claude_code")
-        secrets = [cluster.password, ctl.admin_token, ctl._tokens["service"]]
+        secrets = [cluster.password, ctl.admin_token, ctl.token("service")]
         # A run whose CLI refreshed (the vault's refresh token is spent now) is cut by its
         # client while the database is away: its sync-back and its lease's release meet
         # the outage.
@@ -176,7 +165,7 @@ def test_postgresql_away_is_a_503_then_the_controller_recovers_by_itself(
         assert web.post("/api/users", json={"id": "bob"}).status_code == 201
         # The lease is free (no credentials_busy), and the VM's unsynced copy (the live
         # refresh token) is stored before this run uses it.
-        assert prompt(web, "ada", "hello again")["status"] == "succeeded"
+        assert ctl.prompt(web, "ada", "hello again")["status"] == "succeeded"
         versions = ctl.vault_files("ada", "claude_code")
         assert [v for v, _ in versions] == [1, 2], [v for v, _ in versions]
         assert refresh_token_of(versions[-1][1]) == refresh_token_of(on_vm)
@@ -283,7 +272,7 @@ def test_a_full_disk_under_the_vault_is_a_507_and_the_old_version_stays_whole(
             login = started.json()
             with full_disk(database):
                 refused = store(keys[1])
-                secrets = [*keys, ctl.admin_token, ctl._tokens["service"]]
+                secrets = [*keys, ctl.admin_token, ctl.token("service")]
                 assert_clear_error(refused, 507, "storage_full", secrets)
                 # Reads too: the token check records the token's last use, a write.
                 listed = web.get("/api/users/ada/credentials")
