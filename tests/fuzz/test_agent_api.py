@@ -33,6 +33,8 @@ from remotecli.agent.config import AgentConfig
 from remotecli.agent.openapi import DOCUMENT
 from remotecli.providers import PROVIDERS
 from tests.agent_harness import RunningAgent
+from tests.agent_helpers import alive, descendants
+from tests.faults import describe as describe_pids
 from tests.fuzz.support import FUZZ_SETTINGS, FuzzCase, check_answer, describe
 
 SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
@@ -90,8 +92,8 @@ def agent_state(fuzz_agent: RunningAgent) -> Iterator[Target]:
         yield target
         for session in client.get("/sessions").json()["sessions"]:
             client.delete(f"/sessions/{session['sessionId']}")
-    leftover = _children(fuzz_agent.proc.pid)
-    assert leftover == [], f"fuzzing left processes under the agent: {leftover}"
+    leftover = [pid for pid in descendants(fuzz_agent.proc.pid) if alive(pid)]
+    assert leftover == [], f"fuzzing left processes under the agent: {describe_pids(leftover)}"
 
 
 @SCHEMA.parametrize()
@@ -173,18 +175,3 @@ def _state(target: Target) -> dict[str, Any]:
         for name in PROVIDERS
     }
     return {"sessions": sessions, "runs": runs, "credentials": versions, "token": target.token}
-
-
-def _children(pid: int) -> list[str]:
-    """The processes whose parent is ``pid`` (from /proc), as "pid command"."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # gone meanwhile
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        ppid = int(text[text.rindex(")") + 2 :].split()[1])
-        if ppid == pid:
-            found.append(f"{stat.parent.name} {name}")
-    return found

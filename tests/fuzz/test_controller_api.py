@@ -36,6 +36,8 @@ from remotecli.controller.app import create_app
 from remotecli.controller.models import AuthPhase, VmState
 from remotecli.controller.settings import Settings
 from tests.controller.prompt_support import PromptWorld
+from tests.faults import describe as describe_pids
+from tests.faults import processes_of
 from tests.fuzz.support import FUZZ_SETTINGS, FuzzCase, check_answer, describe
 
 #: Columns a request may touch without changing anything: reading with a token
@@ -72,6 +74,9 @@ def user_tokens(fuzz_world: PromptWorld, fuzz_db: Engine) -> Iterator[dict[str, 
     _settle(fuzz_db)
     live = [row for row in _rows(fuzz_db, "vms") if row["state"] not in ENDED_VM]
     assert live == [], f"fuzzing left VMs running: {live}"
+    # The fake backend's VMs are agent processes naming the state dir: none may be left.
+    left = processes_of(fuzz_world.controller.settings.state_dir)
+    assert left == [], f"fuzzing left VM processes: {describe_pids(left)}"
 
 
 @SCHEMA.parametrize()
