@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from remotecli.agentclient import AgentClient
+from remotecli.controller.db import retry_unavailable
 from remotecli.controller.metrics import Metrics
 from remotecli.controller.models import VmRole, VmState, utcnow
 from remotecli.controller.vmstore import VmStore, instance_id_for
@@ -141,6 +142,8 @@ class VmLifecycle:
         #: offline demo makes its test bed reachable inside the VM's network).
         self.after_ready: list[Callable[[Instance], Awaitable[None]]] = []
         self.cleanups: set[asyncio.Task[None]] = set()
+        #: The manager is stopping: bookkeeping stops retrying (reconcile fixes the rows).
+        self.closing = False
 
     # -- boot -------------------------------------------------------------------------------
 
@@ -264,7 +267,12 @@ class VmLifecycle:
             values["error"] = error
         with logged(f"recording the end of VM {handle.vm_id}"):
             state = VmState.FAILED if failed else VmState.STOPPED
-            await self.store.update(handle.vm_id, state, **values)
+            # Retried while the database is away or full: the instance is gone, and a
+            # row left "claimed" would say otherwise until the next start's reconcile.
+            await retry_unavailable(
+                lambda: self.store.update(handle.vm_id, state, **values),
+                f"record the end of VM {handle.vm_id}", give_up=lambda: self.closing,
+            )  # fmt: skip
         log.info("destroyed VM", extra={"vm_id": handle.vm_id, "reason": reason})
 
     async def _run_hooks(self, handle: VmHandle) -> list[str]:

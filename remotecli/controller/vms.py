@@ -148,6 +148,7 @@ class VmManager:
         the next ``start()`` adopts or reaps them.
         """
         self._closed = True
+        self.lifecycle.closing = True
         for ticket in self._launching.values():
             ticket.doomed = ticket.doomed or STOPPING
         await self.pool.stop()
