@@ -288,6 +288,17 @@ def test_a_full_disk_under_the_vault_is_a_507_and_the_old_version_stays_whole(
             ended = ctl.wait_phase(web, login["id"], {"authenticated", "failed", "cancelled"})
             assert (ended["phase"], ended["error"]["code"]) == ("failed", "storage_full"), ended
             assert "start a new login" in ended["error"]["message"], ended
+            admin = ctl.client("admin")
+            vm: dict[str, Any] = {}
+
+            def vm_row_ended() -> bool:
+                vm.update(admin.get(f"/api/vms/{login['vmId']}").json())
+                return vm["state"] == "stopped"
+
+            try:
+                poll("the login VM's row to say it stopped", vm_row_ended)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; the row: {vm}") from None
             assert store(keys[2]).status_code == 201
             listed = web.get("/api/users/ada/credentials")
             assert [c["version"] for c in listed.json()] == [2], listed.text
