@@ -293,7 +293,7 @@ def test_a_full_disk_under_the_vault_is_a_507_and_the_old_version_stays_whole(
 
             def vm_row_ended() -> bool:
                 vm.update(admin.get(f"/api/vms/{login['vmId']}").json())
-                return vm["state"] == "stopped"
+                return bool(vm["state"] == "stopped")
 
             try:
                 poll("the login VM's row to say it stopped", vm_row_ended)
