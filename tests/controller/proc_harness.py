@@ -5,7 +5,8 @@ tests.controller.proc_harness`` (uvicorn, the real database, the VM manager
 on the settings' backend, the login flow and the prompt service: what
 ``remotecli up`` runs minus the demo's in-process test bed, which would get a
 new address on every restart while the VMs that survive keep the old one).
-Its JSON log goes to ``<state_dir>/controller-<n>.log`` (one per start).
+Its JSON log goes to ``<state_dir>/controller-<n>.log`` (one per start); a
+test that fails keeps them in ``$TMPDIR/rcli-fault-logs/<test>/``.
 
 The agents of the fake backend are processes of their own (each leads its
 own process group), so killing the controller's pid alone leaves them running,
@@ -20,10 +21,13 @@ import ast
 import asyncio
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -45,6 +49,9 @@ from tests.controller.vm_harness import REPO, poll
 SETTINGS_ENV = "RCLI_TEST_PROC_SETTINGS"
 TESTBED_ENV = "RCLI_TEST_PROC_TESTBED"
 PORT_ENV = "RCLI_TEST_PROC_PORT"
+
+#: Where a failed test's controller logs are kept.
+LOGS = Path(tempfile.gettempdir()) / "rcli-fault-logs"
 
 #: The fake agent listens in ~0.1 s, but two cores shared with other test runs
 #: (and a controller process starting beside it) can make that seconds.
@@ -83,8 +90,19 @@ class ControllerProcess:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is not None:
+            self.save_logs()
         self.stop()
+
+    def save_logs(self) -> Path:
+        """Copy every start's log to ``LOGS/<test>/`` (the state dir goes with the test)."""
+        test = os.environ.get("PYTEST_CURRENT_TEST", "unknown").split(" ")[0]
+        dest = LOGS / re.sub(r"[^A-Za-z0-9_.-]+", "_", test)
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in self.settings.state_dir.glob("controller-*.log"):
+            shutil.copy(path, dest / path.name)
+        return dest
 
     @property
     def log_path(self) -> Path:
@@ -110,12 +128,20 @@ class ControllerProcess:
                 [sys.executable, "-m", "tests.controller.proc_harness"],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
+        try:
+            self._wait_healthy(self.proc, timeout)
+        except BaseException:
+            self.proc.kill()  # a controller that did not come up must not outlive the test
+            self.proc.wait(10)
+            raise
+
+    def _wait_healthy(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.url, timeout=5) as probe:
             while True:
-                if self.proc.poll() is not None:
+                if proc.poll() is not None:
                     raise AssertionError(
-                        f"the controller exited ({self.proc.returncode}) while starting:\n"
+                        f"the controller exited ({proc.returncode}) while starting:\n"
                         + self.log_path.read_text(errors="replace")[-4000:]
                     )
                 try:

@@ -46,10 +46,15 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture
 def ctl(
-    make_settings: Callable[..., Settings], oauth_server: OAuthServer
+    request: pytest.FixtureRequest,
+    make_settings: Callable[..., Settings],
+    oauth_server: OAuthServer,
 ) -> Iterator[ControllerProcess]:
+    failed_before = request.session.testsfailed
     with ControllerProcess(make_settings(), oauth_server.url) as process:
         yield process
+        if request.session.testsfailed > failed_before:
+            process.save_logs()
 
 
 # -- 1. killed while the login waits for the user ---------------------------------------------
