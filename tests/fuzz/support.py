@@ -36,6 +36,8 @@ LEAK = re.compile(
     r"|\b[A-Z]\w*(?:Error|Exception)\b"
     r"|\.py\b"
 )
+#: The controller's API tokens (security.py: ``rcli_<kind>_<random>``).
+API_TOKEN = re.compile(r"(rcli_[a-z]+_)[\w-]+")
 #: Paths of the code and the interpreter, which no answer has a reason to name.
 CODE_PATHS = (str(PACKAGE.parent), str(PACKAGE), sys.prefix, sys.base_prefix, "site-packages")
 
@@ -46,11 +48,13 @@ FuzzCase = schemathesis.Case[Any]
 
 
 def describe(case: FuzzCase, status: int, text: str) -> str:
-    """The request and the answer, for a failure message (the token is never in it)."""
+    """The request and the answer, for a failure message (never a token: the caller's is in
+    no part shown, one an answer made, as by ``POST /api/tokens``, is masked)."""
     body = json.dumps(case.body, default=lambda _: "<none>")
+    answer = API_TOKEN.sub(r"\1…", text[:1000])
     return (
         f"{case.method} {case.formatted_path} query={case.query} body={body[:500]!r} "
-        f"-> {status}: {text[:1000]!r}"
+        f"-> {status}: {answer!r}"
     )
 
 

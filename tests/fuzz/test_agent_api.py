@@ -14,6 +14,7 @@ checking that the agent has no child process left.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ class Target:
     token: str
     #: One client for the test's own look-ups (a new one per look-up costs more than the call).
     client: httpx.Client
+    #: Where the agent keeps its token (run_agent's layout); POST /identity rewrites it.
+    token_file: Path
 
     def use_token(self, token: str) -> None:
         self.token = token
@@ -87,7 +90,7 @@ class Target:
 def agent_state(fuzz_agent: RunningAgent) -> Iterator[Target]:
     url = f"http://127.0.0.1:{fuzz_agent.tcp_port}"
     with httpx.Client(base_url=url, timeout=30) as client:
-        target = Target(url, fuzz_agent.token, client)
+        target = Target(url, fuzz_agent.token, client, fuzz_agent.home.parent / "agent.token")
         target.use_token(fuzz_agent.token)
         yield target
         for session in client.get("/sessions").json()["sessions"]:
@@ -166,7 +169,8 @@ def _spare_port_1455(case: FuzzCase) -> None:
 
 
 def _state(target: Target) -> dict[str, Any]:
-    """What a rejected request must leave alone: logins, runs, credentials (by version)."""
+    """What a rejected request must leave alone: logins, runs, credentials (by version),
+    the token (the one the test holds and the file, compared by digest)."""
     client = target.client
     sessions = sorted(s["sessionId"] for s in client.get("/sessions").json()["sessions"])
     runs = sorted(r["runId"] for r in client.get("/prompts").json()["runs"])
@@ -174,4 +178,11 @@ def _state(target: Target) -> dict[str, Any]:
         name: client.get("/credentials", params={"provider": name}).json()["version"]
         for name in PROVIDERS
     }
-    return {"sessions": sessions, "runs": runs, "credentials": versions, "token": target.token}
+    token_file = hashlib.sha256(target.token_file.read_bytes()).hexdigest()[:16]
+    return {
+        "sessions": sessions,
+        "runs": runs,
+        "credentials": versions,
+        "token": hashlib.sha256(target.token.encode()).hexdigest()[:16],
+        "tokenFile": token_file,
+    }

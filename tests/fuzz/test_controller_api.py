@@ -72,7 +72,7 @@ def user_tokens(fuzz_world: PromptWorld, fuzz_db: Engine) -> Iterator[dict[str, 
     yield tokens
     # Whatever fuzzing started is over: no VM left running (each is an agent process).
     _settle(fuzz_db)
-    live = [row for row in _rows(fuzz_db, "vms") if row["state"] not in ENDED_VM]
+    live = [f"{r['id']} {r['state']}" for r in _rows(fuzz_db, "vms") if r["state"] not in ENDED_VM]
     assert live == [], f"fuzzing left VMs running: {live}"
     # The fake backend's VMs are agent processes naming the state dir: none may be left.
     left = processes_of(fuzz_world.controller.settings.state_dir)
@@ -148,8 +148,11 @@ def _settle(db: Engine, timeout: float = 60.0) -> None:
     """Wait until no login is under way and no VM is starting, running or stopping."""
     deadline = time.monotonic() + timeout
     while True:
-        busy = [r for r in _rows(db, "auth_sessions") if r["phase"] not in ENDED_LOGIN]
-        busy += [r for r in _rows(db, "vms") if r["state"] not in ENDED_VM]
+        # Ids and states only: the rows hold login URLs and sealed VM tokens.
+        busy = [f"login {r['id']} {r['phase']}" for r in _rows(db, "auth_sessions")
+                if r["phase"] not in ENDED_LOGIN]  # fmt: skip
+        busy += [f"vm {r['id']} {r['state']}" for r in _rows(db, "vms")
+                 if r["state"] not in ENDED_VM]  # fmt: skip
         if not busy:
             return
         assert time.monotonic() < deadline, f"still under way after {timeout} s: {busy}"
