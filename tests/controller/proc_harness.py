@@ -270,8 +270,7 @@ class ControllerProcess:
         """
         answer = answer_for(session)
         assert answer is not None
-        ((instance, _),) = self.instances().items()
-        agent = self.agent(instance)
+        agent = self.agent(instance_id_for(session["vmId"]))
         (login,) = agent.get("/sessions").json()["sessions"]
         done = agent.post(
             f"/sessions/{login['sessionId']}/code", json={**answer, "waitSeconds": 20}

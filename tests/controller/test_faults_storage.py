@@ -31,6 +31,7 @@ import psycopg
 import pytest
 
 from remotecli.controller.settings import Settings
+from remotecli.controller.vmstore import instance_id_for
 from remotecli.testbed import OAuthServer
 from tests.controller import vm_harness
 from tests.controller.proc_harness import ControllerProcess, refresh_token_of
@@ -124,6 +125,9 @@ def test_postgresql_away_is_a_503_then_the_controller_recovers_by_itself(
         ctl.login(web, "ada", "claude_code")
         ((_, first),) = ctl.vault_files("ada", "claude_code")
         secrets = [cluster.password, ctl.admin_token, ctl.token("service")]
+        started = web.post("/api/auth/start", json={"userId": "ada", "provider": "gemini_cli"})
+        assert started.status_code == 201, started.text
+        login = started.json()
         # A run whose CLI refreshed (the vault's refresh token is spent now) is cut by its
         # client while the database is away: its sync-back and its lease's release meet
         # the outage.
@@ -133,6 +137,11 @@ def test_postgresql_away_is_a_503_then_the_controller_recovers_by_itself(
             assert running.status_code == 200, running.read()
             vm_id, on_vm = ctl.wait_rotated(admin, first)
             cluster.stop()
+        # A login signed in while the database is away: the controller cannot store the
+        # files, gives the login up and destroys its VM.
+        ctl.sign_in_through_the_agent(login)
+        login_vm = instance_id_for(login["vmId"])
+        poll("the login's VM to be destroyed", lambda: login_vm not in ctl.instances())
 
         outage = [
             (503, admin.get("/api/health")),
@@ -160,6 +169,11 @@ def test_postgresql_away_is_a_503_then_the_controller_recovers_by_itself(
         except AssertionError as exc:
             raise AssertionError(f"{exc}; the VM's runs: {runs}") from None
         assert ctl.vault_files("ada", "claude_code") == [(1, first)]
+        # The login cut by the outage says so (it was not left open).
+        ended = ctl.wait_phase(web, login["id"], {"authenticated", "failed", "cancelled"})
+        assert (ended["phase"], ended["error"]["code"]) == ("failed", "database_unavailable"), ended
+        assert "start a new login" in ended["error"]["message"], ended
+        assert ctl.vault("ada", "gemini_cli") == []
         listed = web.get("/api/users/ada/credentials").json()
         assert [(c["provider"], c["state"]) for c in listed] == [("claude_code", "connected")]
         assert web.post("/api/users", json={"id": "bob"}).status_code == 201
