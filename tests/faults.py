@@ -29,6 +29,15 @@ def processes_of(directory: Path) -> list[int]:
     return statedir.processes_naming(directory)
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (an orphan waits for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def describe(pids: list[int]) -> list[str]:
     """``pid: argv`` of each pid still there (for failure messages)."""
     out = []

@@ -17,17 +17,29 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from remotecli.controller import credentials
 from remotecli.controller.models import RunStatus, Vm, VmRole, VmState
 from remotecli.controller.settings import Settings
 from remotecli.testbed import OAuthServer, login
 from remotecli.vmm.fake import FakeInstance
+from remotecli.vmm.nspawn import NspawnInstance
+from remotecli.vmm.statedir import mounts_under
 from tests.conftest import PASSWORD, USER
+from tests.controller import test_vms_nspawn
 from tests.controller.auth_support import EventReader, Harness, answer_for
 from tests.controller.prompt_support import PromptWorld, text_of
 from tests.controller.vm_harness import poll, vm_controller
-from tests.faults import describe, leaks, processes_of, recording_logs, sigkill, sigkill_group
+from tests.faults import (
+    describe,
+    leaks,
+    processes_of,
+    recording_logs,
+    running,
+    sigkill,
+    sigkill_group,
+)
 
 ENDED = {"authenticated", "failed", "cancelled", "expired"}
 
@@ -283,3 +295,58 @@ def test_a_killed_pool_vm_is_marked_failed_shown_and_replaced(
     assert all(texts.values()), f"nothing to scan in {[k for k, v in texts.items() if not v]}"
     found = leaks(secrets, texts)
     assert not found, "secrets leaked:\n" + "\n".join(found)
+
+
+# -- 3b. the same on nspawn: systemd-nspawn itself killed ----------------------------------------
+
+test_image = test_vms_nspawn.test_image
+nspawn_settings = test_vms_nspawn.nspawn_settings
+
+
+@pytest.mark.timeout(600)  # a cold machine builds the test image first (~1 min)
+def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
+    nspawn_settings: Callable[..., Settings],
+) -> None:
+    settings = nspawn_settings(warm_pool_auth=1, health_interval_seconds=0.5)
+    with vm_controller(settings, deadlines=None) as ctl:
+        pooled = poll("a warm auth container", lambda: ctl.pool(VmRole.AUTH), timeout=60)
+        vm_id = pooled[0]
+        instance = ctl.read(lambda: ctl.manager.get(vm_id))
+        assert instance is not None
+        container = instance.instance
+        assert isinstance(container, NspawnInstance), container
+        guest_init = container.container_pid()
+        assert container.pid is not None and guest_init is not None
+        vm_dir = container.dir.path
+
+        sigkill(container.pid)  # systemd-nspawn itself; the guest is left running
+
+        row = poll(
+            "the row of the container whose nspawn was killed to say failed",
+            lambda: _ended(ctl.vm(vm_id)),
+            timeout=30,
+        )
+        assert (row["state"], row["error"]["code"]) == ("failed", "vmm_exited"), row
+        assert "exited" in row["error"]["message"], row["error"]
+        assert row["stopReason"].startswith("VMM process exited"), row
+        refilled = poll(
+            "the pool to refill",
+            lambda: [v for v in ctl.pool(VmRole.AUTH) if v != vm_id],
+            timeout=60,
+        )
+        assert ctl.vm(refilled[0])["state"] == "ready"
+        all_gone(vm_dir, "the killed container's processes and state dir")
+        assert mounts_under(vm_dir) == [], mounts_under(vm_dir)
+        assert not any(d.exists() for d in container.cgroup.dirs()), container.cgroup.dirs()
+        assert not running(guest_init), f"the guest's init (pid {guest_init}) still runs"
+        detail = ctl.api().get(f"/api/vms/{vm_id}")
+        console = ctl.api().get(f"/api/vms/{vm_id}/console")
+    secrets = {"VM token": container.spec.agent_token, "admin API token": ctl.running.admin_token}
+    texts = {f"GET /api/vms/{vm_id}": detail.text, "its console": console.text}
+    assert all(texts.values()), f"nothing to scan in {[k for k, v in texts.items() if not v]}"
+    found = leaks(secrets, texts)
+    assert not found, "secrets leaked:\n" + "\n".join(found)
+
+
+def _ended(vm: dict[str, Any]) -> dict[str, Any] | None:
+    return vm if vm["state"] in ("failed", "stopped") else None
