@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from remotecli.controller.errors import database_error
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Backoff bounds (seconds) of ``retry_unavailable``.
 RETRY_SECONDS = (0.5, 5.0)
@@ -100,8 +102,6 @@ async def retry_unavailable(
     undone they leave it open for good. Other errors, and any error once
     ``give_up()`` is true, are raised; a cancel stops the retries.
     """
-    from remotecli.controller.errors import database_error  # errors.py is API-side
-
     delay, most = RETRY_SECONDS
     while True:
         try:
