@@ -116,6 +116,7 @@ async def test_a_guest_reaches_only_its_explicit_forward(
                 await give_claude_credentials(agent)
                 await check_reach(agent, relay, host, [SLIRP_HOST, "127.0.0.1", *host_addresses()])
     finally:
+        # Asserted after the block: a failure above is not masked by what it left.
         problems = await teardown([vm], failed=failed(request), save_to=tmp_path)
         problems += find_leftovers([vm.name], [vm.host_port])
-        assert problems == [], f"left behind: {problems}"
+    assert problems == [], f"left behind: {problems}"
