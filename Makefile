@@ -66,7 +66,7 @@ typecheck:
 pytest:
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Every benchmark sized for this host (~10-15 min on 2 cores), one table + bench/results/latest.json;
+# Every benchmark sized for this host (~8-15 min on 2 cores), one table + bench/results/latest.json;
 # bigger sizes: BENCH_ARGS="--logins 300 --prompts 100" (see bench/README.md).
 BENCH_ARGS ?=
 bench: install
