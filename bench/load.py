@@ -164,7 +164,7 @@ async def one_prompt(client: httpx.AsyncClient, user: str, provider: str, rec: R
     return status == "succeeded"
 
 
-def _phases(title: str, rec: Record) -> dict[str, Any]:
+def _phases(rec: Record) -> dict[str, Any]:
     print(f"  {'':<22} {'p50 ms':>9} {'p99 ms':>9}")
     return {name: row(name, values, width=22) for name, values in rec.phases.items()}
 
@@ -212,7 +212,7 @@ async def _load(
                 f"{len(connected)} connected in {login_wall:.2f} s = {rate:.2f} logins/s; "
                 f"VMs from {dict(logins.origins)}"
             )
-            login_phases = _phases("logins", logins)
+            login_phases = _phases(logins)
 
             rounds: dict[str, Any] = {}
             prompt_errors: Counter[str] = Counter()
@@ -230,7 +230,7 @@ async def _load(
                       f"{wall:.2f} s = {ok / wall:.2f} prompts/s")  # fmt: skip
                 rounds[name.split(" ")[0]] = {
                     "streams": len(chosen), "ok": ok, "wall_s": round(wall, 2),
-                    "per_s": round(ok / wall, 2), "phases": _phases(name, rec),
+                    "per_s": round(ok / wall, 2), "phases": _phases(rec),
                 }  # fmt: skip
                 prompt_errors += rec.errors
                 examples.update(rec.examples)
