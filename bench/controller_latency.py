@@ -1,7 +1,7 @@
 """Click-to-URL (warm pool, snapshot restore, cold start); a prompt through the platform vs alone.
 
-    .venv/bin/python bench/controller_latency.py [--backend fake|nspawn|qemu] [-n 10] [--cold N]
-                                                 [--no-prompt]
+    .venv/bin/python bench/controller_latency.py [--backend fake|nspawn|qemu|firecracker]
+                                                 [-n 10] [--cold N] [--no-prompt]
 
 Runs the real controller (uvicorn in a thread, SQLite) in offline-demo mode:
 the test bed is the provider and the CLIs are its fakes, so the numbers are
@@ -151,7 +151,9 @@ def prompt_ratio(state: Path, backend: str, n: int) -> tuple[list[float], list[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--backend", default="fake", choices=["fake", "nspawn", "qemu"])
+    parser.add_argument(
+        "--backend", default="fake", choices=["fake", "nspawn", "qemu", "firecracker"]
+    )
     parser.add_argument("-n", type=int, default=10, help="clicks (warm, restore) and prompts")
     parser.add_argument("--cold", type=int, default=None, help="cold clicks (default: -n)")
     parser.add_argument("--no-prompt", action="store_true", help="skip the prompt ratio")

@@ -1,7 +1,7 @@
 """Many logins, then many prompt streams, at once through the real controller on the test bed.
 
-    .venv/bin/python bench/load.py [--backend fake|nspawn] [--logins 100] [--prompts 30]
-                                   [--pool 1] [--providers claude_code,gemini_cli]
+    .venv/bin/python bench/load.py [--backend fake|nspawn|qemu|firecracker] [--logins 100]
+                                   [--prompts 30] [--pool 1] [--providers claude_code,gemini_cli]
                                    [--database-url URL]
 
 Runs the real controller (uvicorn in a thread, every service) in offline-demo
@@ -268,7 +268,9 @@ async def _wait_pool(client: httpx.AsyncClient, size: int, seconds: float = 300.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--backend", default="fake", choices=["fake", "nspawn", "qemu"])
+    parser.add_argument(
+        "--backend", default="fake", choices=["fake", "nspawn", "qemu", "firecracker"]
+    )
     parser.add_argument("--logins", type=int, default=100, help="users logging in at once")
     parser.add_argument("--prompts", type=int, default=30, help="prompt streams at once")
     parser.add_argument(

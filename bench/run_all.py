@@ -61,6 +61,8 @@ def _plan(args: argparse.Namespace, facts: hostcheck.HostFacts) -> list[Step]:
         "no /dev/kvm: Firecracker needs KVM" if not facts.kvm_present
         else None if fcbin.find("firecracker") else "no firecracker binary (make install)"
     )  # fmt: skip
+    # A guest boots to ready only with hardware virtualization (kvm-pvm is not enough).
+    fc_ready = firecracker or (None if facts.kvm_usable else "no hardware virtualization here")
     kernel = None if args.kernel_boot else "opt-in (--kernel-boot): ~20 s a boot under TCG"
     a = args
     db = f" --database-url {a.database_url}" if a.database_url else ""
@@ -75,6 +77,8 @@ def _plan(args: argparse.Namespace, facts: hostcheck.HostFacts) -> list[Step]:
                                "--no-prompt", nspawn),
         Step("latency_qemu", f"controller_latency.py --backend qemu -n {a.clicks} "
                              f"--cold {a.qemu_cold} --no-prompt", qemu),
+        Step("latency_firecracker", f"controller_latency.py --backend firecracker -n {a.clicks} "
+                                    f"--cold {a.qemu_cold} --no-prompt", fc_ready),
         Step("vm_start_qemu", f"vm_start.py --cold {a.qemu_cold} --restores {a.qemu_restores}",
              qemu),
         Step("nspawn_ready", "nspawn_ready.py --starts 5 --parallel 5", nspawn),
@@ -158,7 +162,7 @@ def _why(result: dict[str, Any]) -> str:
 def summarize(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     add: Callable[[str, str], None] = lambda what, value: rows.append((what, value))  # noqa: E731
-    for backend in ("fake", "nspawn", "qemu"):
+    for backend in ("fake", "nspawn", "qemu", "firecracker"):
         latency = results[f"latency_{backend}"]
         for way in ("warm", "restore", "cold"):
             found = _get(latency, "click_to_url", way)
