@@ -77,27 +77,32 @@ def oauth_secrets(server: OAuthServer) -> dict[str, str]:
 # -- 1. the agent killed in the middle of a login -----------------------------------------------
 
 
+def claude_login_on(harness: Harness, web: httpx.Client) -> tuple[dict[str, Any], FakeInstance]:
+    """A Claude login for "ada" showing its URL; its VM, with the agent and the CLI running."""
+    started = web.post("/api/auth/start", json={"userId": "ada", "provider": "claude_code"})
+    assert started.status_code == 201, started.text
+    session: dict[str, Any] = started.json()
+    assert (session["phase"], session["expects"]) == ("awaiting_user", "code"), session
+    instance = fake_instance(harness.read(lambda: harness.vms.get(session["vmId"])))
+    assert instance.pid is not None
+    before = processes_of(instance.dir.path)
+    assert instance.pid in before and len(before) >= 2, (
+        f"expected the agent ({instance.pid}) and the CLI's login: {describe(before)}"
+    )
+    return session, instance
+
+
 def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works(
     harness: Harness,
 ) -> None:
     with recording_logs() as logs:
         web = harness.client("service")
-        started = web.post("/api/auth/start", json={"userId": "ada", "provider": "claude_code"})
-        assert started.status_code == 201, started.text
-        session = started.json()
-        sid, vm_id = session["id"], session["vmId"]
-        assert (session["phase"], session["expects"]) == ("awaiting_user", "code"), session
-        instance = fake_instance(harness.read(lambda: harness.vms.get(vm_id)))
-        assert instance.pid is not None
-        vm_dir = instance.dir.path
-        before = processes_of(vm_dir)
-        assert instance.pid in before and len(before) >= 2, (
-            f"expected the agent ({instance.pid}) and the CLI's login: {describe(before)}"
-        )
+        session, instance = claude_login_on(harness, web)
+        sid, vm_id, vm_dir = session["id"], session["vmId"], instance.dir.path
         events = EventReader(web, f"/api/auth/sessions/{sid}/events")
         # The user signs in at the provider; the agent dies before the code is pasted.
         signed_in = login(session["loginUrl"], USER, PASSWORD)
-        assert signed_in.code is not None
+        assert signed_in.code is not None and instance.pid is not None
 
         sigkill(instance.pid)
 
@@ -160,6 +165,30 @@ def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works
     assert all(texts.values()), f"nothing to scan in {[k for k, v in texts.items() if not v]}"
     found = leaks(secrets, texts)
     assert not found, "secrets leaked:\n" + "\n".join(found)
+
+
+def test_a_code_pasted_to_a_dead_agent_is_refused_clearly_and_the_login_still_ends(
+    harness: Harness,
+) -> None:
+    web = harness.client("service")
+    session, instance = claude_login_on(harness, web)
+    signed_in = login(session["loginUrl"], USER, PASSWORD)
+    assert signed_in.code is not None and instance.pid is not None
+    sigkill(instance.pid)
+
+    # At once: the driver gives the agent a few polls before it calls the VM lost.
+    pasted = web.post(f"/api/auth/sessions/{session['id']}/code", json={"code": signed_in.code})
+
+    refused = (pasted.status_code, pasted.json().get("code"))
+    print(f"\na code pasted to a dead agent: {refused}")
+    assert refused in {(502, "agent_unreachable"), (409, "session_ended")}, pasted.text
+    if refused[0] == 502:
+        assert "start a new login" in pasted.json()["message"], pasted.text
+    ended = harness.wait_for(web, session["id"], ENDED, seconds=30)
+    assert (ended["phase"], ended["error"]["code"]) == ("failed", "vm_lost"), ended
+    assert harness.counts()["credentials"] == 0, "a code pasted to a dead agent stored something"
+    assert signed_in.code not in pasted.text + json.dumps(ended)
+    all_gone(instance.dir.path, "the dead login VM's processes and state dir")
 
 
 # -- 2. the agent killed in the middle of a prompt run -------------------------------------------
