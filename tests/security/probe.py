@@ -29,23 +29,33 @@ from typing import Any
 
 from remotecli.agentclient import AgentClient
 
-#: A Claude credential file whose access token is valid for an hour: the fake CLI
-#: checks it once with the provider (``/claude/userinfo``) and then answers.
-CLAUDE_FILES = [
-    {
-        "path": ".claude/.credentials.json",
-        "content": json.dumps(
-            {
-                "claudeAiOauth": {
-                    "accessToken": "sec-probe-access",
-                    "refreshToken": "sec-probe-refresh",
-                    "expiresAt": int(time.time() * 1000) + 3_600_000,
-                    "scopes": ["user:inference"],
-                }
-            }
-        ),
+CLAUDE_PATH = ".claude/.credentials.json"
+
+
+def claude_files(*, expired: bool = False) -> list[dict[str, str]]:
+    """A Claude credential file. Valid for an hour: the fake CLI checks it once with the
+    provider (``GET /claude/userinfo``) and answers. Expired: it refreshes first (``POST
+    /claude/v1/oauth/token``) and writes the rotated file itself, as the CLI's user."""
+    expires = int(time.time() * 1000) + (-60_000 if expired else 3_600_000)
+    oauth = {
+        "accessToken": "sec-probe-access",
+        "refreshToken": "sec-probe-refresh",
+        "expiresAt": expires,
+        "scopes": ["user:inference"],
     }
-]
+    return [{"path": CLAUDE_PATH, "content": json.dumps({"claudeAiOauth": oauth})}]
+
+
+#: The access token a refresh through the relay hands out.
+ROTATED = "sec-rotated-access"
+#: What the relay's 200 says: enough for userinfo and for a refresh.
+ANSWER = {
+    "email": "probe@example.invalid",
+    "access_token": ROTATED,
+    "refresh_token": "sec-rotated-refresh",
+    "expires_in": 3600,
+    "token_type": "Bearer",
+}
 PROMPT = "probe"
 REPLY = f"You said: {PROMPT}"
 
@@ -95,7 +105,7 @@ class Relay:
                 relay.seen.append(self.path)
                 target = relay.plan.pop(0) if relay.plan else None
                 if target is None:
-                    body = json.dumps({"email": "probe@example.invalid"}).encode()
+                    body = json.dumps(ANSWER).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(body)))
@@ -106,6 +116,10 @@ class Relay:
                     self.send_header("Location", target + self.path)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.do_GET()
 
             def log_message(self, format: str, *args: Any) -> None:
                 return  # quiet: the test reports what it saw
@@ -155,9 +169,11 @@ async def run_claude(agent: AgentClient) -> list[dict[str, Any]]:
     return [event async for event in agent.stream("POST", "/prompts", json=body)]
 
 
-async def give_claude_credentials(agent: AgentClient) -> None:
+async def give_claude_credentials(agent: AgentClient, *, expired: bool = False) -> None:
     await agent.request(
-        "POST", "/credentials/write", json={"provider": "claude_code", "files": CLAUDE_FILES}
+        "POST",
+        "/credentials/write",
+        json={"provider": "claude_code", "files": claude_files(expired=expired)},
     )
 
 
