@@ -29,7 +29,7 @@ from remotecli.vmm.statedir import mounts_under
 from tests.conftest import PASSWORD, USER
 from tests.controller import test_vms_nspawn
 from tests.controller.auth_support import EventReader, Harness, answer_for
-from tests.controller.prompt_support import PromptWorld, text_of
+from tests.controller.prompt_support import Event, PromptWorld, text_of
 from tests.controller.vm_harness import poll, vm_controller
 from tests.faults import (
     describe,
@@ -194,6 +194,37 @@ def test_a_code_pasted_to_a_dead_agent_is_refused_clearly_and_the_login_still_en
 # -- 2. the agent killed in the middle of a prompt run -------------------------------------------
 
 
+def stream_killing_the_agent(
+    world: PromptWorld, path: str, body: dict[str, Any], running: Callable[[list[Event]], bool]
+) -> tuple[list[Event], FakeInstance]:
+    """POST ``body`` and read the SSE answer; SIGKILL the runs' agent once ``running(events)``.
+
+    Returns every event to the stream's end, and the killed VM's instance.
+    """
+    events: list[Event] = []
+    killed: FakeInstance | None = None
+    with world.client(timeout=30).stream("POST", path, json=body) as response:
+        assert response.status_code == 200, response.read()
+        name = "message"
+        try:
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    name = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    events.append((name, json.loads(line.removeprefix("data: "))))
+                    if killed is None and running(events):  # the CLIs run: kill their agent
+                        run = next(d for n, d in events if n == "run")
+                        killed = fake_instance(world.vm(run["vmId"]))
+                        assert killed.pid is not None
+                        sigkill(killed.pid)
+        except httpx.ReadTimeout:
+            raise AssertionError(
+                f"the stream hung after the agent was killed; events: {events}"
+            ) from None
+    assert killed is not None, f"the runs never got going: {events}"
+    return events, killed
+
+
 def test_an_agent_killed_mid_prompt_ends_the_stream_and_keeps_the_credentials(
     world: PromptWorld,
 ) -> None:
@@ -201,28 +232,10 @@ def test_an_agent_killed_mid_prompt_ends_the_stream_and_keeps_the_credentials(
         user = world.add_user("ada")
         record = world.connect(user, "claude_code")
         files = world.files(record)
-        events: list[tuple[str, dict[str, Any]]] = []
-        killed: FakeInstance | None = None
         body = {"userId": user, "provider": "claude_code", "prompt": "hang"}
-        with world.client(timeout=30).stream("POST", "/api/prompts", json=body) as response:
-            assert response.status_code == 200, response.read()
-            name = "message"
-            try:
-                for line in response.iter_lines():
-                    if line.startswith("event: "):
-                        name = line.removeprefix("event: ")
-                    elif line.startswith("data: "):
-                        events.append((name, json.loads(line.removeprefix("data: "))))
-                        if name == "session" and killed is None:  # the CLI runs: kill its agent
-                            run = next(d for n, d in events if n == "run")
-                            killed = fake_instance(world.vm(run["vmId"]))
-                            assert killed.pid is not None
-                            sigkill(killed.pid)
-            except httpx.ReadTimeout:
-                raise AssertionError(
-                    f"the stream hung after the agent was killed; events: {events}"
-                ) from None
-        assert killed is not None, f"the run never started: {events}"
+        events, killed = stream_killing_the_agent(
+            world, "/api/prompts", body, lambda seen: "session" in [n for n, _ in seen]
+        )
         names = [n for n, _ in events]
         errors = [d for n, d in events if n == "error"]
         assert names[-1] == "done" and errors, f"no error, then done: {names}"
@@ -275,6 +288,39 @@ def test_an_agent_killed_mid_prompt_ends_the_stream_and_keeps_the_credentials(
     assert all(texts.values()), f"nothing to scan in {[k for k, v in texts.items() if not v]}"
     found = leaks(secrets, texts)
     assert not found, "secrets leaked:\n" + "\n".join(found)
+
+
+def test_an_agent_killed_under_perspectives_ends_every_providers_run(world: PromptWorld) -> None:
+    user = world.add_user("ada")
+    providers = ["claude_code", "gemini_cli"]
+    for provider in providers:
+        world.connect(user, provider)
+
+    def both_running(seen: list[Event]) -> bool:
+        after_run = {d.get("provider") for n, d in seen if n not in ("run", "end")}
+        return set(providers) <= after_run
+
+    body = {"userId": user, "providers": providers, "prompt": "hang"}
+    events, killed = stream_killing_the_agent(world, "/api/perspectives", body, both_running)
+
+    assert [n for n, _ in events][-1] == "end", events
+    for provider in providers:
+        mine = [(n, d) for n, d in events if d.get("provider") == provider]
+        assert [n for n, _ in mine][-1] == "done", (provider, mine)
+        errors = [d for n, d in mine if n == "error"]
+        assert errors and "lost the run in the VM" in errors[0]["message"], (provider, mine)
+        row = world.run_row(mine[-1][1]["runId"])
+        assert row is not None and row.status == RunStatus.FAILED, (provider, row)
+        lease = world.lease(user, provider)
+        assert lease is None or lease.run_id is None, (provider, lease)
+    summary = {r["provider"]: r["status"] for r in next(d for n, d in events if n == "end")["runs"]}
+    assert summary == dict.fromkeys(providers, "failed"), summary
+    again = world.perspectives(user, providers, "hi")
+    statuses = {r["provider"]: r["status"] for r in next(d for n, d in again if n == "end")["runs"]}
+    assert statuses == dict.fromkeys(providers, "succeeded"), again
+    dead = {d["vmId"] for n, d in events if n == "run"}
+    assert not dead & {d["vmId"] for n, d in again if n == "run"}, (dead, again)
+    all_gone(killed.dir.path, "the killed CLI VM's processes and state dir")
 
 
 def _ended_vm(world: PromptWorld, vm_id: str) -> Vm | None:
