@@ -36,6 +36,7 @@ def up(
     """Run the platform: the controller's API, its VMs, SQLite (zero set-up)."""
     import uvicorn
 
+    from remotecli.controller import db
     from remotecli.controller.app import create_app
     from remotecli.controller.logs import configure
     from remotecli.controller.runtime import choose_backend
@@ -43,6 +44,11 @@ def up(
 
     settings = Settings(host=host, port=port, state_dir=state_dir, demo=demo)
     try:
+        if settings.database_url:  # the default SQLite file needs nothing
+            where = escape(db.where(settings.database_url))
+            with console.status(f"waiting for the database {where}"):
+                seconds = settings.database_wait_seconds
+                asyncio.run(db.check_available(settings.database_url, seconds))
         backend, reason = choose_backend(settings)
         if backend != "fake" and settings.image is None:
             _ensure_image(demo)

@@ -52,6 +52,7 @@ def create_app(
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         engine = db.make_engine(settings.resolved_database_url)
         try:
+            await db.wait_available(engine, settings.database_wait_seconds)
             await db.migrate(engine)
             vault = (
                 Vault.from_spec(settings.vault_keys)

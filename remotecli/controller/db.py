@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy import event, make_url, text
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from remotecli.controller.errors import database_error
+from remotecli.controller.errors import Unavailable, database_error
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Backoff bounds (seconds) of ``retry_unavailable``.
@@ -61,6 +62,52 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
+
+
+def where(url: str | URL) -> str:
+    """The database's URL for people: driver, host and name, never the password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def wait_available(engine: AsyncEngine, seconds: float) -> None:
+    """Return once the database answers; retry with backoff while it is away, busy or full.
+
+    At start-up the database may still be starting (a PostgreSQL service next to
+    ours). After ``seconds`` a ``database_unavailable`` error names the database
+    (without its password), the last cause and what to do.
+    """
+    deadline = time.monotonic() + seconds
+    delay, most = RETRY_SECONDS
+    while True:
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return
+        except SQLAlchemyError as exc:
+            error = database_error(exc)
+            if error is None:
+                raise
+            if time.monotonic() + delay > deadline:
+                cause = "its disk is full" if error.status == 507 else "down or unreachable"
+                raise Unavailable(
+                    f"the controller's database {where(engine.url)} did not answer within "
+                    f"{seconds:.0f} s ({cause}). Start it (or free its disk), or fix "
+                    "REMOTECLI_DATABASE_URL, then start the controller again",
+                    code="database_unavailable",
+                ) from None
+            log.warning("the database is not answering yet (%s); retrying in %.1f s",
+                        error.code, delay)  # fmt: skip
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, most)
+
+
+async def check_available(url: str, seconds: float) -> None:
+    """``wait_available`` on a short-lived engine of its own (the CLI's check before start)."""
+    engine = make_engine(url)
+    try:
+        await wait_available(engine, seconds)
+    finally:
+        await engine.dispose()
 
 
 async def migrate(engine: AsyncEngine) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from remotecli.controller.context import AppContext
 from remotecli.controller.db import session_scope
-from remotecli.controller.errors import Forbidden
+from remotecli.controller.errors import Forbidden, StorageFull, database_error
 from remotecli.controller.security import (
     CSRF_HEADER,
     SAFE_METHODS,
@@ -27,6 +29,8 @@ def get_context(request: Request) -> AppContext:
 
 
 Context = Annotated[AppContext, Depends(get_context)]
+
+log = logging.getLogger("remotecli.controller.auth")
 
 
 async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
@@ -54,8 +58,24 @@ async def get_principal(
             principal = await authenticate_token(session, cookie)
         else:
             principal = await authenticate(session, authorization)
-        await session.commit()  # records last_used_at
+        await _record_last_use(session)
     return principal
+
+
+async def _record_last_use(session: AsyncSession) -> None:
+    """Commit the token's ``last_used_at``; a full disk must not turn every read into a 507.
+
+    The token was checked by a read. Its last use is bookkeeping: when the disk
+    is full the caller still gets in (a route that writes meets the same disk
+    and answers 507 itself). A database that is away is raised as usual.
+    """
+    try:
+        await session.commit()
+    except SQLAlchemyError as exc:
+        if not isinstance(database_error(exc), StorageFull):
+            raise
+        await session.rollback()
+        log.warning("a token's last use was not recorded: the database's disk is full")
 
 
 def require_csrf_header(request: Request) -> None:

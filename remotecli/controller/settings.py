@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     #: SQLAlchemy URL. Default: SQLite in the state dir. PostgreSQL:
     #: ``postgresql+psycopg://user:pass@host/db``.
     database_url: str | None = None
+    #: How long start-up waits for the database to answer (PostgreSQL may be starting too).
+    database_wait_seconds: float = 30.0
     #: Base64 of a 32-byte key, or several as ``id:key,id:key`` (first seals).
     vault_keys: str | None = Field(default=None, repr=False)
     #: Used when ``vault_keys`` is unset: created with mode 0600 on first start.
