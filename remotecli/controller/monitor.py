@@ -124,22 +124,9 @@ class HealthMonitor:
         """The VMM process is gone but the guest still answers (nspawn: a killed
         systemd-nspawn leaves the container running, with no console and no supervisor)."""
         if handle.state not in (VmState.READY, VmState.CLAIMED):
-            return
-        then = "a new one replaces it in the pool" if handle.state is VmState.READY else (
-            "its next claim starts a new VM"
-        )  # fmt: skip
-        message = (
-            f"the VM's process exited (code {code}) while its agent still answered: the guest "
-            f"ran unsupervised, so it was destroyed and {then}"
-        )
-        log.error("VM %s lost its VMM process: %s", handle.vm_id, message)
+            return  # destroyed meanwhile
         self._failed_checks.pop(handle.vm_id, None)
-        self.manager.destroy_soon(
-            handle, f"VMM process exited (code {code})",
-            error={"code": "vmm_exited", "message": message,
-                   "hint": "the console tail shows the VMM's last words"},
-            cause="vmm_exited",
-        )  # fmt: skip
+        destroy_vmm_exited(self.manager, handle, code)
 
     async def stop_unused(self) -> None:
         settings = self.manager.settings
@@ -154,3 +141,22 @@ class HealthMonitor:
                     handle, f"auth VM still claimed after {held:.0f} s, longer than any "
                     "login may last (REMOTECLI_AUTH_SESSION_SECONDS): its login was lost",
                 )  # fmt: skip
+
+
+def destroy_vmm_exited(manager: VmManager, handle: VmHandle, code: int) -> asyncio.Task[None]:
+    """Destroy a VM whose VMM process exited (code ``code``): FAILED, cause ``vmm_exited``.
+
+    Its agent may still answer (an nspawn guest outlives a killed nspawn) or not
+    (a fake agent, a QEMU guest); either way nothing supervises it any more.
+    """
+    then = "a new one replaces it in the pool" if handle.state is VmState.READY else (
+        "its next claim starts a new VM"
+    )  # fmt: skip
+    message = f"the VM's process exited (code {code}), so the VM was destroyed and {then}"
+    log.error("VM %s lost its VMM process: %s", handle.vm_id, message)
+    return manager.destroy_soon(
+        handle, f"VMM process exited (code {code})",
+        error={"code": "vmm_exited", "message": message,
+               "hint": "the console tail shows the VMM's last words"},
+        cause="vmm_exited",
+    )  # fmt: skip

@@ -41,6 +41,7 @@ from remotecli.controller.models import (
     new_id,
     utcnow,
 )
+from remotecli.controller.monitor import destroy_vmm_exited
 from remotecli.controller.prompt_outcome import RunSpec
 from remotecli.controller.prompt_run import ActiveRun, Emit
 from remotecli.controller.sse import Channel
@@ -184,6 +185,11 @@ class PromptService:
         """The user's CLI VM, counted as in use until ``done_with_vm``."""
         for _ in range(3):
             handle = await self.vms.cli_vm(user_id)
+            if (code := handle.instance.exit_code()) is not None:
+                # It died since its last run: the monitor would take interval x failures
+                # allowed to notice, and every prompt until then would fail on it.
+                await destroy_vmm_exited(self.vms, handle, code)
+                continue
             stopping = self._stopping.get(handle.vm_id)
             if stopping is None:
                 # No await between the check and the count: the idle stopper
