@@ -323,6 +323,28 @@ def test_an_agent_killed_under_perspectives_ends_every_providers_run(world: Prom
     all_gone(killed.dir.path, "the killed CLI VM's processes and state dir")
 
 
+def test_a_users_idle_cli_vm_killed_between_prompts_is_replaced_by_the_next_prompt(
+    world: PromptWorld,
+) -> None:
+    user = world.add_user("ada")
+    record = world.connect(user, "claude_code")
+    first = world.prompt(user, "claude_code", "hello")
+    vm_id = next(d for n, d in first if n == "run")["vmId"]
+    instance = fake_instance(world.vm(vm_id))
+    assert instance.pid is not None
+
+    sigkill_group(instance.pid)  # between two prompts: nobody is streaming from it
+
+    after = world.prompt(user, "claude_code", "hello again")
+    assert text_of(after) == "You said: hello again", after
+    assert next(d for n, d in after if n == "run")["vmId"] != vm_id
+    vm_row = poll("the dead CLI VM's row to end", lambda: _ended_vm(world, vm_id))
+    assert (vm_row.state, vm_row.error and vm_row.error["code"]) == (VmState.FAILED, "vmm_exited")
+    current = world.current(user, "claude_code")
+    assert current is not None and world.files(current) == world.files(record)
+    all_gone(instance.dir.path, "the killed CLI VM's processes and state dir")
+
+
 def _ended_vm(world: PromptWorld, vm_id: str) -> Vm | None:
     async def read() -> Vm | None:
         async with world.context.sessions() as session:
