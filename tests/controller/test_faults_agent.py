@@ -1,12 +1,15 @@
 """Faults on the agent and VM side, injected while the real controller works.
 
 The real controller (uvicorn, SQLite and PostgreSQL), the real agent as a host
-process (fake backend) with the test bed's fake CLIs. Each test kills
-something with SIGKILL at the worst moment and checks that the user sees a
-clear ending with a code and what to do, that nothing is lost (the vault's
-credentials) or left (rows saying "running", leases, processes, state dirs),
-that the next request works, and that no secret reached the logs, the
-answers or the rows that describe the fault.
+process (fake backend) with the test bed's fake CLIs; one case on nspawn.
+Each test kills something with SIGKILL at the worst moment (the agent while a
+login waits for its code, while a prompt or a perspectives run streams; a
+VM's whole process group in the pool or between two prompts; systemd-nspawn
+under a live container) and checks that the user sees a clear ending with a
+code and what to do, that nothing is lost (the vault's credentials) or left
+(rows saying "running", leases, processes, state dirs, cgroups, mounts), that
+the next request works, and that no secret reached the logs, the answers or
+the rows that describe the fault.
 """
 
 from __future__ import annotations
