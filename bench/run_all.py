@@ -1,7 +1,7 @@
 """Every benchmark, sized for this host, then one table and one JSON document (`make bench`).
 
     .venv/bin/python bench/run_all.py [--only NAME,...] [--logins 100] [--prompts 30]
-                                      [--nspawn-logins 25] [--qemu-logins 4] [--clicks 5]
+                                      [--nspawn-logins 20] [--qemu-logins 4] [--clicks 5]
                                       [--qemu-cold 2] [--qemu-restores 5] [--kernel-boot]
                                       [--database-url URL]
                                       [--output bench/results/latest.json]
@@ -243,9 +243,10 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated step names (default: all)")
     parser.add_argument("--logins", type=int, default=100, help="concurrent logins, fake backend")
     parser.add_argument("--prompts", type=int, default=30, help="concurrent prompts, fake backend")
-    # 25: ~40 nspawn containers at once exhaust root's inotify instances (128 by default:
-    # fs.inotify.max_user_instances), and other jobs on the host hold some too.
-    parser.add_argument("--nspawn-logins", type=int, default=25, help="and prompts, nspawn")
+    # 20: ~35 nspawn containers at once exhaust root's inotify instances (128 by default:
+    # fs.inotify.max_user_instances), and other jobs' containers on the host hold some too
+    # (a run at 25 here once lost one login to it).
+    parser.add_argument("--nspawn-logins", type=int, default=20, help="and prompts, nspawn")
     parser.add_argument("--qemu-logins", type=int, default=4, help="and prompts, qemu (TCG)")
     parser.add_argument("--clicks", type=int, default=5, help="click→URL samples per way")
     parser.add_argument("--qemu-cold", type=int, default=2, help="qemu cold boots (~20 s each)")
