@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from remotecli import __version__
-from remotecli.controller import db, services
+from remotecli.controller import db, openapi, services
 from remotecli.controller.api import ROUTERS
 from remotecli.controller.context import AppContext, Shutdown, Startup
 from remotecli.controller.errors import database_error, status_for
@@ -153,6 +153,7 @@ def create_app(
     defaults = [*ROUTERS, web.router]
     for router in [*defaults, *(r for r in routers or [] if r not in defaults)]:
         app.include_router(router)
+    openapi.install(app)
     return app
 
 

@@ -27,6 +27,7 @@ import schemathesis
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
+    status_code_conformance,
 )
 
 from remotecli.agent.app import AgentApp
@@ -114,7 +115,10 @@ def test_with_the_vm_token(case: FuzzCase, agent_state: Target) -> None:
     text = response.content.decode("utf-8", "replace")
     headers = {k.lower(): v[0] for k, v in response.headers.items()}
     check_answer(case, response.status_code, headers, text)
-    case.validate_response(response, checks=[response_schema_conformance, content_type_conformance])
+    case.validate_response(
+        response,
+        checks=[status_code_conformance, response_schema_conformance, content_type_conformance],
+    )
     status = response.status_code
     if status == 200 and case.path == "/identity":
         assert isinstance(case.body, dict)

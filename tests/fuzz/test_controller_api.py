@@ -29,6 +29,7 @@ import schemathesis
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
+    status_code_conformance,
 )
 from sqlalchemy import Engine, inspect, text
 
@@ -108,7 +109,10 @@ def _fuzz(
     text = response.content.decode("utf-8", "replace")
     headers = {k.lower(): v[0] for k, v in response.headers.items()}
     check_answer(case, response.status_code, headers, text)
-    case.validate_response(response, checks=[response_schema_conformance, content_type_conformance])
+    case.validate_response(
+        response,
+        checks=[status_code_conformance, response_schema_conformance, content_type_conformance],
+    )
     status = response.status_code
     if caller is not None and 200 <= status < 300:
         named = _named_users(case)

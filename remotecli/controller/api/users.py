@@ -18,7 +18,10 @@ router = APIRouter(tags=["users"])
 MAX_LISTED = 500
 
 
-@router.post("/api/users", status_code=201, response_model=UserOut, response_model_by_alias=True)
+@router.post(
+    "/api/users", status_code=201, response_model=UserOut, response_model_by_alias=True,
+    responses={409: {"description": "user_exists"}},
+)  # fmt: skip
 async def create_user(body: UserCreate, caller: Caller, session: Session) -> User:
     if caller.kind not in (TokenKind.ADMIN, TokenKind.SERVICE):
         raise Forbidden("creating users needs an admin or service token", code="admin_required")
@@ -49,7 +52,10 @@ async def get_user(user_id: UserId, caller: Caller, session: Session) -> User:
     return user
 
 
-@router.post("/api/tokens", status_code=201, response_model=TokenOut, response_model_by_alias=True)
+@router.post(
+    "/api/tokens", status_code=201, response_model=TokenOut, response_model_by_alias=True,
+    responses={404: {"description": "unknown_user (a user token for a user that does not exist)"}},
+)  # fmt: skip
 async def create_api_token(body: TokenCreate, caller: Caller, session: Session) -> TokenOut:
     caller.require_admin()
     kind = TokenKind(body.kind)

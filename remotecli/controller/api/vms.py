@@ -282,7 +282,10 @@ async def vm_sessions(vm_id: VmId, context: Context, admin: Admin) -> AgentSessi
                          recent_runs=recent, agent_error=None)  # fmt: skip
 
 
-@router.delete("/api/vms/{vm_id}", tags=["vms"])
+@router.delete(
+    "/api/vms/{vm_id}", tags=["vms"],
+    responses={502: {"description": "vm_error: the backend could not destroy it (evidence)"}},
+)  # fmt: skip
 async def delete_vm(vm_id: VmId, context: Context, admin: Admin) -> VmDetail:
     """Destroy the VM (claimed ones sync their credentials back first); idempotent."""
     manager = get_manager(context)
