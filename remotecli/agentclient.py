@@ -5,12 +5,17 @@ Agent errors arrive as ``{"code", "message"}`` JSON; they become
 on message text. Transport failures become ``AgentUnreachable``.
 ``stream()`` reads the agent's NDJSON answers (prompt runs) one object at a
 time; leaving its ``async for`` early hangs up, which stops the run.
+
+A VM is not trusted (docs/SECURITY.md): every answer is read with a cap
+(``MAX_ANSWER_BYTES``, and ``MAX_LINE_BYTES`` per streamed line), so a
+compromised agent cannot fill the controller's memory; past it the client
+hangs up and raises ``answer_too_large``.
 """
 
 from __future__ import annotations
 
 import json as jsonlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,12 @@ import httpx
 
 from remotecli.errors import RemoteCliError
 from remotecli.vmm.endpoint import BASE_URL, AgentEndpoint
+
+#: The largest answer read from an agent: its answers (credential files, diagnostics,
+#: session lists) are kilobytes.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+#: The longest line of a streamed run: one event (a tool's output can be large).
+MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
 class AgentUnreachable(RemoteCliError):
@@ -78,29 +89,27 @@ class AgentClient:
     ) -> dict[str, Any]:
         self._check_open()
         try:
-            response = await self._client.request(
+            async with self._client.stream(
                 method, path, json=json, params=params,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )  # fmt: skip
+            ) as response:  # fmt: skip
+                status = response.status_code
+                content = await _read_capped(response, method, path)
         except httpx.TransportError as exc:
             raise AgentUnreachable(
                 f"cannot reach the agent at {self._socket}: {exc.__class__.__name__}: {exc}"
             ) from exc
+        if status >= 400:
+            raise _error_of(method, path, status, content)
         try:
-            body = response.json()
+            body = jsonlib.loads(content)
         except ValueError as exc:
             raise AgentRequestError(
-                response.status_code, "bad_response",
-                f"the agent answered {method} {path} with non-JSON (HTTP {response.status_code})",
+                status, "bad_response",
+                f"the agent answered {method} {path} with non-JSON (HTTP {status})",
             ) from exc  # fmt: skip
-        if response.status_code >= 400:
-            raise AgentRequestError(
-                response.status_code,
-                str(body.get("code", "error")),
-                str(body.get("message", f"HTTP {response.status_code}")),
-            )
         if not isinstance(body, dict):
-            raise AgentRequestError(response.status_code, "bad_response", "expected a JSON object")
+            raise AgentRequestError(status, "bad_response", "expected a JSON object")
         return body
 
     async def stream(
@@ -124,9 +133,9 @@ class AgentClient:
         try:
             async with self._client.stream(method, path, json=json, timeout=timeout) as response:
                 if response.status_code >= 400:
-                    await response.aread()
-                    raise _error_of(method, path, response)
-                async for line in response.aiter_lines():
+                    content = await _read_capped(response, method, path)
+                    raise _error_of(method, path, response.status_code, content)
+                async for line in _lines(response, method, path):
                     if not line.strip():
                         continue
                     try:
@@ -149,19 +158,49 @@ class AgentClient:
             ) from exc
 
 
-def _error_of(method: str, path: str, response: httpx.Response) -> AgentRequestError:
+def _error_of(method: str, path: str, status: int, content: bytes) -> AgentRequestError:
     """The agent's ``{"code", "message"}`` error body as an exception (tolerating non-JSON)."""
     try:
-        body = response.json()
+        body = jsonlib.loads(content)
     except ValueError:
         body = None
     if not isinstance(body, dict):
         return AgentRequestError(
-            response.status_code, "bad_response",
-            f"the agent answered {method} {path}: HTTP {response.status_code}, not a JSON error",
+            status, "bad_response",
+            f"the agent answered {method} {path}: HTTP {status}, not a JSON error",
         )  # fmt: skip
     return AgentRequestError(
-        response.status_code,
-        str(body.get("code", "error")),
-        str(body.get("message", f"HTTP {response.status_code}")),
+        status, str(body.get("code", "error")), str(body.get("message", f"HTTP {status}"))
     )
+
+
+def _too_large(status: int, method: str, path: str, what: str, cap: int) -> AgentRequestError:
+    return AgentRequestError(
+        status, "answer_too_large",
+        f"the agent's {what} to {method} {path} passed {cap // (1024 * 1024)} MiB; the "
+        "controller hung up (an agent never sends that much: check the VM's console)",
+    )  # fmt: skip
+
+
+async def _read_capped(response: httpx.Response, method: str, path: str) -> bytes:
+    """The whole body, or ``answer_too_large`` once it passes ``MAX_ANSWER_BYTES``."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise _too_large(response.status_code, method, path, "answer", MAX_ANSWER_BYTES)
+    return bytes(body)
+
+
+async def _lines(response: httpx.Response, method: str, path: str) -> AsyncIterator[bytes]:
+    """The body's lines, or ``answer_too_large`` once one passes ``MAX_LINE_BYTES``."""
+    pending = bytearray()
+    async for chunk in response.aiter_bytes():
+        pending += chunk
+        while (end := pending.find(b"\n")) >= 0:
+            yield bytes(pending[:end])
+            del pending[: end + 1]
+        if len(pending) > MAX_LINE_BYTES:
+            raise _too_large(response.status_code, method, path, "streamed line", MAX_LINE_BYTES)
+    if pending:
+        yield bytes(pending)
