@@ -1,4 +1,4 @@
-"""``remotecli users create`` and ``remotecli tokens create`` (admin token)."""
+"""``remotecli users create`` and ``remotecli tokens create|list|revoke`` (admin token)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from remotecli.commands.api import Api
 from remotecli.commands.options import Token, Url
@@ -45,3 +46,27 @@ def create_token(
     created = Api.from_env(url, token).call("POST", "/api/tokens", json=body)
     console.print(f"created {created['kind']} token {created['id']} (shown once):")
     print(created["token"])
+
+
+@tokens.command("list")
+def list_tokens(url: Url = None, token: Token = None) -> None:
+    """Every API token: id, kind, user, prefix, name, last use, revoked (never the token)."""
+    rows = Api.from_env(url, token).call("GET", "/api/tokens")
+    table = Table("id", "kind", "user", "prefix", "name", "last used", "revoked")
+    for row in rows:
+        table.add_row(
+            row["id"], row["kind"], row["userId"] or "", row["prefix"], row["name"],
+            row["lastUsedAt"] or "never", row["revokedAt"] or "",
+        )  # fmt: skip
+    Console().print(table)
+
+
+@tokens.command("revoke")
+def revoke_token(
+    token_id: Annotated[str, typer.Argument(help="the token's id (tok_..., see tokens list)")],
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Revoke an API token: from now on every request with it is 401 invalid_token."""
+    revoked = Api.from_env(url, token).call("DELETE", f"/api/tokens/{token_id}")
+    console.print(f"revoked {revoked['kind']} token {revoked['id']} ({revoked['prefix']}…)")

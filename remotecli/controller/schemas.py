@@ -43,6 +43,19 @@ class TokenCreate(ApiModel):
     name: str = Field(default="", max_length=200)
 
 
+class TokenInfo(ApiModel):
+    """A token as listed: never the token itself (only its hash is stored)."""
+
+    id: str
+    kind: str
+    user_id: str | None = Field(serialization_alias="userId")
+    prefix: str
+    name: str
+    created_at: UtcDatetime = Field(serialization_alias="createdAt")
+    last_used_at: UtcDatetime | None = Field(serialization_alias="lastUsedAt")
+    revoked_at: UtcDatetime | None = Field(serialization_alias="revokedAt")
+
+
 class TokenOut(ApiModel):
     id: str
     kind: str

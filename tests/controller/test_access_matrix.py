@@ -52,6 +52,7 @@ STATUS_BY_CODE = {
 #: Placeholders valid in format (vm ids are ``vm_<16 hex>``), so authorisation decides.
 VM_ID = "vm_0123456789abcdef"
 SESSION_ID = "auth_0123456789abcdef"
+TOKEN_ID = "tok_0123456789abcdef"
 WRONG_TOKEN = "rcli_admin_" + "x" * 43
 
 
@@ -120,6 +121,8 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/api/tokens"): Entry(
         ADMIN_ONLY, body=lambda u: {"kind": "service"}, probe=lambda u: {"kind": "nope"}
     ),
+    ("GET", "/api/tokens"): Entry(ADMIN_ONLY),
+    ("DELETE", "/api/tokens/{token_id}"): Entry(ADMIN_ONLY),  # admin: 404 for the placeholder
     # -- credentials (codex: nobody has any, so an allowed DELETE is a 404) ------------------
     ("GET", "/api/users/{user_id}/credentials"): Entry(USER_SCOPED),
     ("DELETE", "/api/users/{user_id}/credentials/{provider}"): Entry(USER_SCOPED),
@@ -233,7 +236,12 @@ def _path(template: str, caller: str, bob_session: str) -> str:
     user = "alice" if caller == "own" else "bob"
     session = bob_session if caller == "other" else SESSION_ID
     return template.format(
-        user_id=user, vm_id=VM_ID, session_id=session, provider="codex", name="app.css"
+        user_id=user,
+        vm_id=VM_ID,
+        session_id=session,
+        provider="codex",
+        name="app.css",
+        token_id=TOKEN_ID,
     )
 
 

@@ -93,6 +93,18 @@ def test_users_tokens_login_prompt_and_vms_from_the_command_line(demo: RunningCo
     assert logs.returncode == 0 and "agent.listening" in logs.stdout
     assert _cli(demo, "vm", "rm", vm_id.group(1)).returncode == 0
 
+    # The user's token listed (never its text) and revoked: it stops working.
+    tokens = _cli(demo, "tokens", "list")
+    assert tokens.returncode == 0, tokens.stderr
+    assert user_token not in tokens.stdout and user_token[:16] in tokens.stdout
+    token_id = re.search(r"(tok_[0-9a-f]+)\s.*\buser\b", tokens.stdout)
+    assert token_id is not None, tokens.stdout
+    revoked = _cli(demo, "tokens", "revoke", token_id.group(1))
+    assert revoked.returncode == 0 and f"revoked user token {token_id.group(1)}" in revoked.stderr
+    refused = _cli(demo, "run", "--user", "alice", "--provider", "claude_code", "again",
+                   token=user_token)  # fmt: skip
+    assert refused.returncode == 1 and "invalid_token" in refused.stderr
+
 
 def test_errors_are_one_line_with_the_code_and_a_non_zero_exit(demo: RunningController) -> None:
     denied = _cli(demo, "vm", "ls", token="rcli_admin_wrong")

@@ -51,6 +51,43 @@ def test_tokens_and_what_each_kind_may_do(controller: RunningController) -> None
     )  # fmt: skip
 
 
+def test_a_revoked_token_stops_working_and_the_last_admin_token_stays(
+    controller: RunningController,
+) -> None:
+    admin = controller.client()
+    assert admin.post("/api/users", json={"id": "alice"}).status_code == 201
+    made = admin.post("/api/tokens", json={"kind": "user", "userId": "alice", "name": "app"})
+    user = made.json()
+    alice = controller.client(user["token"])
+    assert alice.get("/api/users/alice").status_code == 200
+
+    listed = admin.get("/api/tokens")
+    assert listed.status_code == 200, listed.text
+    mine = next(t for t in listed.json() if t["id"] == user["id"])
+    assert mine["kind"] == "user" and mine["userId"] == "alice" and mine["name"] == "app"
+    assert mine["lastUsedAt"] is not None and mine["revokedAt"] is None
+    assert user["token"] not in listed.text and "token" not in mine  # only the hash is kept
+    assert _error(alice.get("/api/tokens")) == (403, "admin_required")
+    assert _error(alice.delete(f"/api/tokens/{user['id']}")) == (403, "admin_required")
+
+    revoked = admin.delete(f"/api/tokens/{user['id']}")
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revokedAt"] is not None
+    assert _error(alice.get("/api/users/alice")) == (401, "invalid_token")
+    again = admin.delete(f"/api/tokens/{user['id']}")  # a no-op: the first revocation stands
+    assert again.json()["revokedAt"] == revoked.json()["revokedAt"]
+    assert _error(admin.delete("/api/tokens/tok_0123456789abcdef")) == (404, "unknown_token")
+
+    # The bootstrap admin token is the only admin token: revoking it would lock admins out.
+    (bootstrap,) = [t for t in admin.get("/api/tokens").json() if t["kind"] == "admin"]
+    assert _error(admin.delete(f"/api/tokens/{bootstrap['id']}")) == (409, "last_admin_token")
+    second = admin.post("/api/tokens", json={"kind": "admin", "name": "ops"}).json()
+    assert admin.delete(f"/api/tokens/{bootstrap['id']}").status_code == 200
+    assert _error(admin.get("/api/tokens")) == (401, "invalid_token")
+    ops = controller.client(second["token"])
+    assert _error(ops.delete(f"/api/tokens/{second['id']}")) == (409, "last_admin_token")
+
+
 @pytest.mark.parametrize(
     ("headers", "code"),
     [({}, "token_required"), ({"Authorization": "Basic abc"}, "token_required"),

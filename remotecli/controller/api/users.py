@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from sqlalchemy import select
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from remotecli.controller.deps import Caller, Session
 from remotecli.controller.errors import BadRequest, Conflict, Forbidden, NotFound
-from remotecli.controller.models import TokenKind, User
-from remotecli.controller.schemas import TokenCreate, TokenOut, UserCreate, UserId, UserOut
+from remotecli.controller.models import ApiToken, TokenKind, User, utcnow
+from remotecli.controller.schemas import (
+    TokenCreate,
+    TokenInfo,
+    TokenOut,
+    UserCreate,
+    UserId,
+    UserOut,
+)
 from remotecli.controller.security import create_token
 
 router = APIRouter(tags=["users"])
@@ -70,3 +79,44 @@ async def create_api_token(body: TokenCreate, caller: Caller, session: Session) 
     row, token = await create_token(session, kind, user_id=body.user_id, name=body.name)
     return TokenOut(id=row.id, kind=row.kind, user_id=row.user_id, prefix=row.prefix,
                     name=row.name, token=token)  # fmt: skip
+
+
+TokenId = Annotated[str, Path(max_length=32, examples=["tok_0123456789abcdef"])]
+
+
+@router.get("/api/tokens", response_model=list[TokenInfo], response_model_by_alias=True)
+async def list_api_tokens(caller: Caller, session: Session) -> list[ApiToken]:
+    """Every API token, newest first (admin): ids, kinds, prefixes, last use; never the token."""
+    caller.require_admin()
+    rows = await session.execute(
+        select(ApiToken).order_by(ApiToken.created_at.desc()).limit(MAX_LISTED)
+    )
+    return list(rows.scalars())
+
+
+@router.delete(
+    "/api/tokens/{token_id}", response_model=TokenInfo, response_model_by_alias=True,
+    responses={409: {"description": "last_admin_token: it would lock every admin out"}},
+)  # fmt: skip
+async def revoke_api_token(token_id: TokenId, caller: Caller, session: Session) -> ApiToken:
+    """Revoke a token (admin): from now on it is 401 invalid_token. Revoking twice is a no-op."""
+    caller.require_admin()
+    row = await session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"no API token {token_id!r}", code="unknown_token")
+    if row.revoked_at is not None:
+        return row
+    if row.kind == TokenKind.ADMIN.value:
+        admins = await session.scalar(
+            select(func.count()).select_from(ApiToken).where(
+                ApiToken.kind == TokenKind.ADMIN.value, ApiToken.revoked_at.is_(None)
+            )
+        )  # fmt: skip
+        if admins == 1:
+            raise Conflict(
+                f"{token_id} is the last admin token: revoking it would lock every admin out. "
+                "Create another admin token first (POST /api/tokens)",
+                code="last_admin_token",
+            )
+    row.revoked_at = utcnow()
+    return row
