@@ -15,6 +15,11 @@ from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 import remotecli
 from tests.agent_harness import PACKAGE
@@ -56,6 +61,23 @@ def describe(case: FuzzCase, status: int, text: str) -> str:
         f"{case.method} {case.formatted_path} query={case.query} body={body[:500]!r} "
         f"-> {status}: {answer!r}"
     )
+
+
+def call_checked(
+    case: FuzzCase, base_url: str, headers: dict[str, str], timeout: float, *, conform: bool = True
+) -> tuple[schemathesis.Response, str]:
+    """Send ``case``; ``check_answer`` on what comes back and, with ``conform``, the
+    document's status codes, schemas and content types. The answer and its text."""
+    response = case.call(base_url=base_url, headers=headers, timeout=timeout)
+    text = response.content.decode("utf-8", "replace")
+    check_answer(case, response.status_code, {k.lower(): v[0] for k, v in response.headers.items()},
+                 text)  # fmt: skip
+    if conform:
+        case.validate_response(
+            response,
+            checks=[status_code_conformance, response_schema_conformance, content_type_conformance],
+        )
+    return response, text
 
 
 def check_answer(case: FuzzCase, status: int, headers: Any, text: str) -> None:

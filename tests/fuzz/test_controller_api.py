@@ -26,11 +26,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 from sqlalchemy import Engine, inspect, text
 
 from remotecli.controller.app import create_app
@@ -39,7 +34,7 @@ from remotecli.controller.settings import Settings
 from tests.controller.prompt_support import PromptWorld
 from tests.faults import describe as describe_pids
 from tests.faults import processes_of
-from tests.fuzz.support import FUZZ_SETTINGS, FuzzCase, check_answer, describe
+from tests.fuzz.support import FUZZ_SETTINGS, FuzzCase, call_checked, describe
 
 #: Columns a request may touch without changing anything: reading with a token
 #: records when it was used; the health monitor records when it last looked.
@@ -103,16 +98,8 @@ def _fuzz(
 ) -> None:
     unsafe = case.method.upper() not in SAFE
     before = _digest(db) if unsafe else ""
-    response = case.call(
-        base_url=world.controller.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
-    text = response.content.decode("utf-8", "replace")
-    headers = {k.lower(): v[0] for k, v in response.headers.items()}
-    check_answer(case, response.status_code, headers, text)
-    case.validate_response(
-        response,
-        checks=[status_code_conformance, response_schema_conformance, content_type_conformance],
-    )
+    bearer = {"Authorization": f"Bearer {token}"}
+    response, text = call_checked(case, world.controller.url, bearer, 30)
     status = response.status_code
     if caller is not None and 200 <= status < 300:
         named = _named_users(case)
