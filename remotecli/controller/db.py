@@ -77,28 +77,26 @@ async def wait_available(engine: AsyncEngine, seconds: float) -> None:
     (without its password), the last cause and what to do.
     """
     deadline = time.monotonic() + seconds
-    delay, most = RETRY_SECONDS
-    while True:
-        try:
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-            return
-        except SQLAlchemyError as exc:
-            error = database_error(exc)
-            if error is None:
-                raise
-            if time.monotonic() + delay > deadline:
-                cause = "its disk is full" if error.status == 507 else "down or unreachable"
-                raise Unavailable(
-                    f"the controller's database {where(engine.url)} did not answer within "
-                    f"{seconds:.0f} s ({cause}). Start it (or free its disk), or fix "
-                    "REMOTECLI_DATABASE_URL, then start the controller again",
-                    code="database_unavailable",
-                ) from None
-            log.warning("the database is not answering yet (%s); retrying in %.1f s",
-                        error.code, delay)  # fmt: skip
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, most)
+
+    async def ping() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    try:
+        await retry_unavailable(
+            ping, "reach the database at start", give_up=lambda: time.monotonic() > deadline
+        )
+    except SQLAlchemyError as exc:
+        error = database_error(exc)
+        if error is None:
+            raise
+        cause = "its disk is full" if error.status == 507 else "down or unreachable"
+        raise Unavailable(
+            f"the controller's database {where(engine.url)} did not answer within "
+            f"{seconds:.0f} s ({cause}). Start it (or free its disk), or fix "
+            "REMOTECLI_DATABASE_URL, then start the controller again",
+            code="database_unavailable",
+        ) from None
 
 
 async def check_available(url: str, seconds: float) -> None:
@@ -145,8 +143,9 @@ async def retry_unavailable(
 ) -> T:
     """Run ``write``, again with backoff while the database is away, busy or full.
 
-    For the writes that end something (a login's row, a run's lease): left
-    undone they leave it open for good. Other errors, and any error once
+    For what must get through: the writes that end something (a login's row,
+    a run's lease; left undone they leave it open for good) and the start-up
+    check (``wait_available``, which gives up at its deadline). Other errors, and any error once
     ``give_up()`` is true, are raised; a cancel stops the retries.
     """
     delay, most = RETRY_SECONDS

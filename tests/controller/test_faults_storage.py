@@ -203,7 +203,7 @@ def test_a_controller_started_while_postgresql_is_down_waits_for_it(
     later.start()
     try:
         with ControllerProcess(settings, oauth_server.url) as ctl:
-            assert "the database is not answering yet (database_unavailable)" in ctl.logs()
+            assert "could not reach the database at start (database_unavailable)" in ctl.logs()
             assert cluster.password not in ctl.logs()
             web = ctl.client("service")
             assert web.post("/api/users", json={"id": "ada"}).status_code == 201
