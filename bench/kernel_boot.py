@@ -26,7 +26,7 @@ from remotecli.images.build import build_image
 from remotecli.images.recipe import BuildOptions
 from remotecli.images.vm import VmArtifacts, ensure_vm_artifacts
 from remotecli.vmm.base import InstanceSpec
-from remotecli.vmm.qemu import QemuBackend
+from remotecli.vmm.qemu.backend import QemuBackend
 
 KERNELS = ("cloud", "micro")
 

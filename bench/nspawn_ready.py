@@ -23,7 +23,7 @@ from stats import phase_table
 from remotecli.images.build import build_image
 from remotecli.images.recipe import BuildOptions
 from remotecli.vmm.base import InstanceSpec, Readiness
-from remotecli.vmm.nspawn import NspawnBackend, NspawnInstance
+from remotecli.vmm.nspawn.backend import NspawnBackend, NspawnInstance
 
 
 def _spec(rootfs: Path, n: int) -> InstanceSpec:

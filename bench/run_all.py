@@ -34,7 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from remotecli.vmm import fcbin, hostcheck
+from remotecli.vmm import hostcheck
+from remotecli.vmm.firecracker import binaries as fcbin
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

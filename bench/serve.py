@@ -15,8 +15,8 @@ from pathlib import Path
 
 import uvicorn
 
-from remotecli.controller.app import create_app
 from remotecli.controller.settings import Settings
+from remotecli.server.app import create_app
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from remotecli.images.build import build_image
 from remotecli.images.recipe import BuildOptions
 from remotecli.images.vm import ensure_vm_artifacts
 from remotecli.vmm.base import InstanceSpec, Readiness
-from remotecli.vmm.qemu import QemuBackend, QemuInstance, qemu_img_overlay
+from remotecli.vmm.qemu.backend import QemuBackend, QemuInstance, qemu_img_overlay
 
 
 def _spec(rootfs: Path, name: str) -> InstanceSpec:

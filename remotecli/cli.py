@@ -245,10 +245,10 @@ def image_validate(
 ) -> None:
     """Boot the image and run the seed's checklist against it (nspawn backend)."""
     from remotecli.errors import RemoteCliError
-    from remotecli.images.checklist import validate
-    from remotecli.images.validation_report import render
     from remotecli.providers import PROVIDERS
-    from remotecli.vmm.nspawn import NspawnBackend
+    from remotecli.validation.checklist import validate
+    from remotecli.validation.report import render
+    from remotecli.vmm.nspawn.backend import NspawnBackend
 
     try:
         chosen = _chosen_image(image, cache_dir)

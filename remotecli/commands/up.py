@@ -36,11 +36,11 @@ def up(
     """Run the platform: the controller's API, its VMs, SQLite (zero set-up)."""
     import uvicorn
 
-    from remotecli.controller import db
-    from remotecli.controller.app import create_app
+    from remotecli.controller.db import engine as db
+    from remotecli.controller.fleet.runtime import choose_backend
     from remotecli.controller.logs import configure
-    from remotecli.controller.runtime import choose_backend
     from remotecli.controller.settings import Settings
+    from remotecli.server.app import create_app
 
     settings = Settings(host=host, port=port, state_dir=state_dir, demo=demo)
     try:

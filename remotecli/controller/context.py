@@ -1,19 +1,50 @@
-"""What the running controller holds: made in the app's lifespan, reached through ``deps``.
+"""What the running controller holds: made in the app's lifespan, reached through ``api/deps.py``.
 
 Nothing here is created at import time: tests build as many apps as they
-like, each with its own database and backend.
+like, each with its own database and backend. Every service has its own
+typed field, set by its start hook and cleared by its stop hook; a route or
+service that needs one goes through its getter (``vms()``, ``auth()``,
+``prompts()``), which answers 503 with the service's own code when it is not
+running. The wings' classes are named here for the type checker only: the
+context is the one place that knows all of them, and no wing imports another
+through it at run time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from remotecli.controller.errors import Unavailable
+from remotecli.controller.metrics import Metrics
 from remotecli.controller.settings import Settings
-from remotecli.controller.vault import Vault
+from remotecli.controller.vault.cipher import Vault
+
+if TYPE_CHECKING:
+    from remotecli.controller.auth.flow import AuthFlows
+    from remotecli.controller.fleet.manager import VmManager
+    from remotecli.controller.prompts.service import PromptService
+
+
+@dataclass
+class GuestWiring:
+    """What every VM is given by whoever assembles the controller (the offline demo).
+
+    Set before the VM service starts (the composition root's first hook);
+    the controller itself never fills it.
+    """
+
+    #: ``ENV_NAME=VALUE`` passed to every agent (the test bed's URL for the browser).
+    agent_env: dict[str, str] = field(default_factory=dict)
+    #: ``{ENV_NAME: host_port}``: host loopback services every guest must reach; the
+    #: backend turns each into the address its guests use (QEMU's guest forward).
+    guest_services: dict[str, int] = field(default_factory=dict)
+    #: The fake backend's CLIs (the test bed's fakes in demo/test mode); None: those on PATH.
+    fake_cli_dir: Path | None = None
 
 
 @dataclass
@@ -22,8 +53,48 @@ class AppContext:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     vault: Vault
-    #: Services started in the lifespan (VM manager, auth flows, runs), by name.
-    services: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
+    wiring: GuestWiring = field(default_factory=GuestWiring)
+    #: The services, each set while it runs (``services.py`` starts them in order).
+    vm_manager: VmManager | None = None
+    auth_flows: AuthFlows | None = None
+    prompt_service: PromptService | None = None
+    #: Services the composition root runs beside the controller's own (the offline
+    #: demo), by name: the controller only lists them in ``/api/health``.
+    addons: dict[str, object] = field(default_factory=dict)
+
+    def vms(self) -> VmManager:
+        if self.vm_manager is None:
+            raise Unavailable(
+                "the VM service is not running on this controller (see its start-up log)",
+                code="vms_unavailable",
+            )
+        return self.vm_manager
+
+    def auth(self) -> AuthFlows:
+        if self.auth_flows is None:
+            raise Unavailable(
+                "the login service is not running; check the controller's log",
+                code="auth_unavailable",
+            )
+        return self.auth_flows
+
+    def prompts(self) -> PromptService:
+        if self.prompt_service is None:
+            raise Unavailable(
+                "the prompt service is not running on this controller (see its start-up log)",
+                code="prompts_unavailable",
+            )
+        return self.prompt_service
+
+    def running(self) -> list[str]:
+        """The names of the services running now (``GET /api/health``)."""
+        names = {
+            "vms": self.vm_manager,
+            "auth": self.auth_flows,
+            "prompts": self.prompt_service,
+        }
+        return sorted([n for n, s in names.items() if s is not None] + ["metrics", *self.addons])
 
 
 #: A lifespan hook: starts or stops one service of the controller.

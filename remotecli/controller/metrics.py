@@ -2,11 +2,11 @@
 
 Each app gets its own ``CollectorRegistry`` (tests build many apps in one
 process; the global registry would refuse the second app's metrics). The
-``Metrics`` object lives in ``context.services["metrics"]``; services record
+``Metrics`` object is ``context.metrics``; services record
 through its methods, never through prometheus_client directly, so names and
 labels stay in this one file::
 
-    metrics = get_metrics(context)
+    metrics = context.metrics
     metrics.login_finished("codex", "authenticated", 42.0)
     metrics.run_finished("claude_code", "succeeded", 12.5)
 
@@ -22,11 +22,8 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from remotecli.controller.context import AppContext
-
 log = logging.getLogger("remotecli.controller.metrics")
 
-SERVICE = "metrics"
 #: Readiness phases take milliseconds (fake, nspawn) to tens of seconds (a VM under emulation).
 PHASE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: A claim from the warm pool is milliseconds; a cold boot up to a minute.
@@ -116,12 +113,3 @@ class Metrics:
             except Exception:  # a broken gauge must not take the other metrics down
                 log.exception("a metrics callback failed; its gauges may be stale")
         return generate_latest(self.registry)
-
-
-def get_metrics(context: AppContext) -> Metrics:
-    """This app's ``Metrics``, made on first use (whichever service starts first)."""
-    metrics = context.services.get(SERVICE)
-    if not isinstance(metrics, Metrics):
-        metrics = Metrics()
-        context.services[SERVICE] = metrics
-    return metrics

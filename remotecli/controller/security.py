@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from remotecli.controller.db.models import ApiToken, TokenKind, utcnow
 from remotecli.controller.errors import Forbidden, Unauthorized
-from remotecli.controller.models import ApiToken, TokenKind, utcnow
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ virtio-blk drive and the initramfs's ``/init`` unpacks it into /run/agent
 before systemd starts (see initramfs.py). The image is a plain ustar archive
 whose first member is the directory ``MARKER`` — ``/init`` recognises the disk
 by its first bytes, whatever its device name — followed by ``token`` (0600) and
-``agent.env`` (0600, the format of ``vmm/statedir.env_file``), padded with
+``agent.env`` (0600, the format of ``layout.env_file``), padded with
 zeros to whole 4 KiB blocks (a block device has whole sectors; tar stops at
 its end-of-archive blocks). No secret is in a member's or the file's name,
 and the file is created 0600.
@@ -21,7 +21,6 @@ from pathlib import Path
 
 from remotecli.errors import VmError
 from remotecli.images import layout
-from remotecli.vmm.statedir import env_file
 
 #: The first member's name; also the first bytes of the disk.
 MARKER = "remotecli-config"
@@ -33,7 +32,7 @@ BLOCK = 4096
 def config_disk_bytes(*, token: str, env: Mapping[str, str]) -> bytes:
     if not token or "\n" in token:
         raise VmError("the agent token must be one non-empty line")
-    files = {TOKEN: (token + "\n").encode(), AGENT_ENV: env_file(env).encode()}
+    files = {TOKEN: (token + "\n").encode(), AGENT_ENV: layout.env_file(env).encode()}
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         tar.addfile(_info(MARKER, tarfile.DIRTYPE, 0o700))

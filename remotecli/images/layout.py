@@ -8,6 +8,11 @@ the console markers below.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
+from remotecli.errors import VmError
+
 #: The package copy inside the image: /opt/remotecli/remotecli/{agent,providers,...}
 PACKAGE_ROOT = "/opt/remotecli"
 #: The agent's systemd unit. Ordered After=network.target only: never
@@ -41,3 +46,14 @@ KERNEL_MARKERS = ("Linux version ",)
 INIT_MARKERS = ("running in system mode",)
 #: The agent's own log line once every listener is bound.
 AGENT_LISTENING_MARKER = '"event": "agent.listening"'
+
+
+def env_file(env: Mapping[str, str]) -> str:
+    """``KEY="value"`` lines as systemd's EnvironmentFile= parses them."""
+    lines = []
+    for key, value in env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or "\n" in value:
+            raise VmError(f"agent_env: {key!r} is not a valid single-line environment variable")
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'{key}="{quoted}"\n')
+    return "".join(lines)

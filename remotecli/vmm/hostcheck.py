@@ -62,8 +62,8 @@ class LiveHost:
     def which(self, name: str) -> str | None:
         found = shutil.which(name)
         if found is None and name in ("firecracker", "jailer"):
-            # The pinned copy `python -m remotecli.vmm.fcbin install` puts in the cache.
-            from remotecli.vmm import fcbin
+            # The pinned copy `python -m remotecli.vmm.firecracker install` puts in the cache.
+            from remotecli.vmm.firecracker import binaries as fcbin
 
             pinned = fcbin.find(name)
             return str(pinned) if pinned else None
@@ -173,7 +173,9 @@ def assess(facts: HostFacts) -> list[BackendCheck]:
     fc_missing = (
         []
         if facts.binaries.get("firecracker")
-        else ["no firecracker on PATH or in the cache (python -m remotecli.vmm.fcbin install)"]
+        else [
+            "no firecracker on PATH or in the cache (python -m remotecli.vmm.firecracker install)"
+        ]
     )
     firecracker = BackendCheck(
         "firecracker", not kvm and not fc_missing, "vm",

@@ -33,8 +33,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from remotecli.agentclient import AgentClient, AgentRequestError
 from remotecli.errors import NotReady, RemoteCliError, VmError
+from remotecli.vmm.agentclient import AgentClient, AgentRequestError
 from remotecli.vmm.base import (
     RESTORE_SKIPPED,
     InstanceSpec,

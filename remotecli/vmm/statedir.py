@@ -81,7 +81,7 @@ class StateDir:
             ) from None
         self.run.mkdir(mode=0o700)
         write_private(self.run / Path(layout.TOKEN_FILE).name, token + "\n")
-        write_private(self.run / Path(layout.AGENT_ENV_FILE).name, env_file(env))
+        write_private(self.run / Path(layout.AGENT_ENV_FILE).name, layout.env_file(env))
 
     def write_meta(self, meta: Mapping[str, Any]) -> None:
         tmp = self.path / f".{META}.tmp"
@@ -114,17 +114,6 @@ def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
-
-
-def env_file(env: Mapping[str, str]) -> str:
-    """``KEY="value"`` lines as systemd's EnvironmentFile= parses them."""
-    lines = []
-    for key, value in env.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or "\n" in value:
-            raise VmError(f"agent_env: {key!r} is not a valid single-line environment variable")
-        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(f'{key}="{quoted}"\n')
-    return "".join(lines)
 
 
 def pid_alive(pid: int | None, marker: str) -> bool:

@@ -22,9 +22,9 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from remotecli import __version__
-from remotecli.controller.deps import get_context
+from remotecli.controller.api.deps import get_context
+from remotecli.controller.db.models import TokenKind
 from remotecli.controller.errors import NotFound, Unauthorized
-from remotecli.controller.models import TokenKind
 from remotecli.controller.security import SESSION_COOKIE, Principal, authenticate_token
 from remotecli.providers import PROVIDERS
 from remotecli.providers.base import LoginMode

@@ -30,13 +30,14 @@ from typing import Any, TypeVar
 import httpx
 from sqlalchemy import func, select
 
-from remotecli.controller import auth_flow, vms
-from remotecli.controller.api import auth as auth_api
-from remotecli.controller.api import credentials as credentials_api
+from remotecli.controller.api.routes import auth as auth_api
+from remotecli.controller.api.routes import credentials as credentials_api
+from remotecli.controller.auth import flow as auth_flow
 from remotecli.controller.context import AppContext
-from remotecli.controller.models import AuthSession, Credential, User, Vm, VmState
+from remotecli.controller.db.models import AuthSession, Credential, User, Vm, VmState
+from remotecli.controller.fleet import manager as vms
+from remotecli.controller.fleet.manager import VmManager
 from remotecli.controller.settings import Settings
-from remotecli.controller.vms import VmManager, get_manager
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, approve_device, login
 from remotecli.vmm.base import Backend, Deadlines
 from tests.conftest import PASSWORD, USER
@@ -59,11 +60,11 @@ class Harness:
 
     @property
     def vms(self) -> VmManager:
-        return get_manager(self.context)
+        return self.context.vms()
 
     @property
     def flows(self) -> auth_flow.AuthFlows:
-        flows: auth_flow.AuthFlows = self.context.services["auth"]
+        flows: auth_flow.AuthFlows = self.context.auth()
         return flows
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
@@ -267,17 +268,17 @@ def _crash_child() -> None:
 
 
 async def _crash(settings: Settings, payload: dict[str, Any]) -> None:
-    from remotecli.controller.app import create_app
-    from remotecli.controller.models import TokenKind
-    from remotecli.controller.schemas_auth import AuthStart
+    from remotecli.controller.auth.schemas import AuthStart
+    from remotecli.controller.db.models import TokenKind
     from remotecli.controller.security import Principal
+    from remotecli.server.app import create_app
 
     start_vms = partial(
         vms.start_service, deadlines=FAST, agent_env={TESTBED_URL_ENV: payload["url"]}
     )
     app = create_app(settings, startup=[start_vms, auth_flow.start_service])
     async with app.router.lifespan_context(app):
-        flows: auth_flow.AuthFlows = app.state.context.services["auth"]
+        flows: auth_flow.AuthFlows = app.state.context.auth()
         web = Principal(token_id="tok_child", kind=TokenKind.SERVICE, user_id=None)
         body = AuthStart.model_validate({"userId": "u-1", "provider": payload["provider"]})
         session = await flows.start(web, body)

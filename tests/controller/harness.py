@@ -14,9 +14,9 @@ import httpx
 import uvicorn
 from fastapi import APIRouter
 
-from remotecli.controller.app import create_app
 from remotecli.controller.context import Shutdown, Startup
 from remotecli.controller.settings import Settings
+from remotecli.server.app import create_app
 
 
 @dataclass

@@ -35,11 +35,12 @@ from typing import Any
 
 import httpx
 
-from remotecli.controller import credentials, db
-from remotecli.controller.models import Credential
+from remotecli.controller.db import engine as db
+from remotecli.controller.db.models import Credential
+from remotecli.controller.fleet.store import instance_id_for
 from remotecli.controller.settings import Settings
-from remotecli.controller.vault import Vault
-from remotecli.controller.vmstore import instance_id_for
+from remotecli.controller.vault import credentials
+from remotecli.controller.vault.cipher import Vault
 from remotecli.vmm import statedir
 from remotecli.vmm.base import Deadlines, Phase
 from tests.controller.auth_support import answer_for
@@ -402,9 +403,11 @@ def pid_alive(pid: int) -> bool:
 def main() -> None:
     import uvicorn
 
-    from remotecli.controller import auth_flow, prompts, vms
-    from remotecli.controller.app import create_app
+    from remotecli.controller.auth import flow as auth_flow
+    from remotecli.controller.fleet import manager as vms
     from remotecli.controller.logs import configure
+    from remotecli.controller.prompts import service as prompts
+    from remotecli.server.app import create_app
     from remotecli.testbed import TESTBED_URL_ENV
 
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])

@@ -26,14 +26,16 @@ from typing import Any, TypeVar
 
 import httpx
 
-from remotecli.controller import auth_flow, credentials, leases, prompts
-from remotecli.controller import vms as vm_service
-from remotecli.controller.api import auth as auth_api
-from remotecli.controller.api.prompts import router as prompts_router
+from remotecli.controller.api.routes import auth as auth_api
+from remotecli.controller.api.routes.prompts import router as prompts_router
+from remotecli.controller.auth import flow as auth_flow
 from remotecli.controller.context import AppContext
-from remotecli.controller.db import session_scope
-from remotecli.controller.models import Credential, Lease, PromptRun, VmRole
+from remotecli.controller.db.engine import session_scope
+from remotecli.controller.db.models import Credential, Lease, PromptRun, VmRole
+from remotecli.controller.fleet import manager as vm_service
+from remotecli.controller.prompts import service as prompts
 from remotecli.controller.settings import Settings
+from remotecli.controller.vault import credentials, leases
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, approve_device, login
 from tests.conftest import PASSWORD, USER
 from tests.controller.harness import RunningController, run_controller
@@ -63,11 +65,11 @@ class PromptWorld:
 
     @property
     def vms(self) -> vm_service.VmManager:
-        return vm_service.get_manager(self.context)
+        return self.context.vms()
 
     @property
     def service(self) -> prompts.PromptService:
-        return prompts.get_service(self.context)
+        return self.context.prompts()
 
     def vm(self, vm_id: str) -> vm_service.VmHandle | None:
         async def get() -> vm_service.VmHandle | None:

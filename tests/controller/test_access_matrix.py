@@ -31,9 +31,9 @@ import httpx
 import pytest
 from starlette.routing import BaseRoute, Route
 
-from remotecli.controller.app import create_app
 from remotecli.controller.security import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE
 from remotecli.controller.settings import Settings
+from remotecli.server.app import create_app
 from remotecli.web.routes import PREFIX
 from tests.controller.harness import RunningController, new_token, run_controller
 

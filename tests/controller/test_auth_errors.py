@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from remotecli.controller.models import VmState
+from remotecli.controller.db.models import VmState
 from remotecli.testbed import login
 from tests.conftest import PASSWORD, USER
 from tests.controller.auth_support import Harness, answer_for

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from remotecli.controller import credentials
-from remotecli.controller.models import VmState
+from remotecli.controller.db.models import VmState
+from remotecli.controller.vault import credentials
 from remotecli.providers import get_provider
 from tests.controller.auth_support import EventReader, Harness, answer_for
 

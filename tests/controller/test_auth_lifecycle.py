@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 import pytest
 
-from remotecli.controller import credentials
-from remotecli.controller.models import VmState
+from remotecli.controller.db.models import VmState
 from remotecli.controller.settings import Settings
+from remotecli.controller.vault import credentials
 from remotecli.testbed import OAuthServer
-from remotecli.vmm.fake import FakeBackend, FakeFault
+from remotecli.vmm.fake.backend import FakeBackend, FakeFault
 from tests.controller.auth_support import (
     EventReader,
     Harness,

@@ -17,13 +17,13 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from remotecli.controller import credentials
-from remotecli.controller.models import VmState
+from remotecli.controller.db.models import VmState
 from remotecli.controller.settings import Settings
+from remotecli.controller.vault import credentials
 from remotecli.testbed import OAuthServer
 from remotecli.testbed.netns import listen_in_netns
 from remotecli.vmm import hostcheck
-from remotecli.vmm.nspawn import NspawnInstance
+from remotecli.vmm.nspawn.backend import NspawnInstance
 from tests.controller.auth_support import answer_for, auth_controller
 
 #: A cold machine builds the test image (~1 min) inside this test.

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from remotecli.controller.credential_facts import (
+from remotecli.controller.db.models import CredentialState
+from remotecli.controller.vault.facts import (
     CODEX_REFRESH_INTERVAL,
     FileFacts,
     claude_facts,
@@ -17,7 +18,6 @@ from remotecli.controller.credential_facts import (
     gemini_facts,
     jwt_claims,
 )
-from remotecli.controller.models import CredentialState
 
 WHEN = datetime(2026, 11, 29, 18, 0, tzinfo=UTC)
 WHEN_MS = int(WHEN.timestamp() * 1000)

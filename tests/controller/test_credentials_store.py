@@ -16,10 +16,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from remotecli.controller import credentials, db
-from remotecli.controller.credentials import CaptureError, CredentialKind, StoredFile
-from remotecli.controller.models import Credential, CredentialState, User, utcnow
-from remotecli.controller.vault import Vault, VaultError
+from remotecli.controller.db import engine as db
+from remotecli.controller.db.models import Credential, CredentialState, User, utcnow
+from remotecli.controller.vault import credentials
+from remotecli.controller.vault.cipher import Vault, VaultError
+from remotecli.controller.vault.credentials import CaptureError, CredentialKind, StoredFile
 
 pytestmark = pytest.mark.anyio
 

@@ -22,12 +22,12 @@ from typing import Any
 import httpx
 import pytest
 
-from remotecli.controller import credentials
-from remotecli.controller.models import RunStatus, Vm, VmRole, VmState
+from remotecli.controller.db.models import RunStatus, Vm, VmRole, VmState
 from remotecli.controller.settings import Settings
+from remotecli.controller.vault import credentials
 from remotecli.testbed import OAuthServer, login
-from remotecli.vmm.fake import FakeInstance
-from remotecli.vmm.nspawn import NspawnInstance
+from remotecli.vmm.fake.backend import FakeInstance
+from remotecli.vmm.nspawn.backend import NspawnInstance
 from remotecli.vmm.statedir import mounts_under
 from tests.conftest import PASSWORD, USER
 from tests.controller import test_vms_nspawn

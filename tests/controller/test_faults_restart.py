@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
+from remotecli.controller.fleet.store import instance_id_for
 from remotecli.controller.settings import Settings
-from remotecli.controller.vmstore import instance_id_for
 from remotecli.testbed import OAuthServer
 from tests.controller import vm_harness
 from tests.controller.proc_harness import (

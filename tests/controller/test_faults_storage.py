@@ -32,8 +32,8 @@ import httpx
 import psycopg
 import pytest
 
+from remotecli.controller.fleet.store import instance_id_for
 from remotecli.controller.settings import Settings
-from remotecli.controller.vmstore import instance_id_for
 from remotecli.testbed import OAuthServer
 from tests.controller import vm_harness
 from tests.controller.proc_harness import ControllerProcess, refresh_token_of

@@ -3,7 +3,7 @@
 As ``REMOTECLI_BACKEND=qemu REMOTECLI_DEMO=1 make up`` runs it: the controller
 boots the test image once in the background, saves the golden snapshot, and
 every claim after that restores a clone (its own token and identity). The
-guests reach the test bed through QEMU's guest forward (``GUEST_SERVICES``);
+guests reach the test bed through QEMU's guest forward (``context.wiring.guest_services``);
 their network is otherwise restricted. Under software emulation (this host)
 the golden boot costs ~20 s; each restore well under a second.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from remotecli.controller.settings import Settings
 from remotecli.testbed import login
-from remotecli.vmm.qemu import QEMU
+from remotecli.vmm.qemu.backend import QEMU
 from tests.conftest import PASSWORD, USER
 from tests.controller.harness import run_controller
 from tests.controller.test_auth_nspawn import prompt_text

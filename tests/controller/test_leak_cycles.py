@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from remotecli.controller.models import VmRole
-from remotecli.controller.runtime import make_backend
+from remotecli.controller.db.models import VmRole
+from remotecli.controller.fleet.runtime import make_backend
 from remotecli.controller.settings import Settings
 from remotecli.errors import NotReady
 from remotecli.testbed import OAuthServer
-from remotecli.vmm.fake import FakeBackend, FakeFault
+from remotecli.vmm.fake.backend import FakeBackend, FakeFault
 from tests.controller.auth_support import answer_for, auth_controller
 from tests.controller.vm_harness import VmController, poll, vm_controller
 from tests.leakcheck import no_leaks

@@ -9,8 +9,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from remotecli.controller import db
-from remotecli.controller.models import Base
+from remotecli.controller.db import engine as db
+from remotecli.controller.db.models import Base
 
 
 def test_the_history_has_one_head() -> None:

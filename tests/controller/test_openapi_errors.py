@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from remotecli.controller.openapi import ERROR_REF, ERROR_SCHEMA
+from remotecli.controller.api.openapi import ERROR_REF, ERROR_SCHEMA
 from tests.controller.harness import RunningController
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from remotecli.controller.models import RunStatus
+from remotecli.controller.db.models import RunStatus
 from tests.controller.prompt_support import (
     PROVIDERS,
     PromptWorld,

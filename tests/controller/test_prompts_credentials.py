@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from remotecli.controller import db
-from remotecli.controller.models import (
+from remotecli.controller.db import engine as db
+from remotecli.controller.db.models import (
     Credential,
     CredentialState,
     Lease,

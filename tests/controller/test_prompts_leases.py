@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from remotecli.controller import db, leases
-from remotecli.controller.leases import Claim, CredentialsBusy
-from remotecli.controller.models import User, Vm, VmRole, VmState
+from remotecli.controller.db import engine as db
+from remotecli.controller.db.models import User, Vm, VmRole, VmState
+from remotecli.controller.vault import leases
+from remotecli.controller.vault.leases import Claim, CredentialsBusy
 
 pytestmark = pytest.mark.anyio
 VMS = ("vm_aaaaaaaaaaaaaaaa", "vm_bbbbbbbbbbbbbbbb")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from remotecli.controller.models import RunStatus
+from remotecli.controller.db.models import RunStatus
 from tests.controller.prompt_support import (
     PROVIDERS,
     Event,

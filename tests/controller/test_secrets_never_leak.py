@@ -19,17 +19,18 @@ import time
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 
-from remotecli.controller import services
 from remotecli.controller.context import AppContext
+from remotecli.controller.fleet.store import token_aad
 from remotecli.controller.logs import JsonFormatter
 from remotecli.controller.settings import Settings
-from remotecli.controller.vault import Sealed, Vault
-from remotecli.controller.vmstore import token_aad
+from remotecli.controller.vault.cipher import Sealed, Vault
+from remotecli.server import app as server_app
+from remotecli.server.demo import Demo
 from remotecli.testbed import OAuthServer, approve_device, authority, login, tokens
 from tests.conftest import PASSWORD, USER
 from tests.controller.harness import run_controller
@@ -129,7 +130,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     async def capture(context: AppContext) -> None:
         holder["context"] = context
 
-    monkeypatch.setattr(services, "SERVICES", [(capture, None), *services.SERVICES])
+    monkeypatch.setattr(server_app, "SERVICES", [(capture, None), *server_app.SERVICES])
     recorder = Recorder()
     root, ours = logging.getLogger(), logging.getLogger("remotecli")
     root.addHandler(recorder)
@@ -181,7 +182,7 @@ def test_no_secret_reaches_a_log_a_response_a_console_or_a_clear_column(
 
     with run_controller(settings) as controller:
         context: AppContext = captured["context"]
-        server: OAuthServer = context.services["demo"].server
+        server: OAuthServer = cast(Demo, context.addons["demo"]).server
 
         def client(token: str) -> httpx.Client:
             return httpx.Client(

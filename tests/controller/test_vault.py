@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.controller.vault import Sealed, Vault, VaultError
+from remotecli.controller.vault.cipher import Sealed, Vault, VaultError
 
 K1 = base64.b64encode(b"1" * 32).decode()
 K2 = base64.b64encode(b"2" * 32).decode()

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from remotecli.controller.models import VmRole
-from remotecli.controller.runtime import make_backend
+from remotecli.controller.db.models import VmRole
+from remotecli.controller.fleet.manager import VmHandle
+from remotecli.controller.fleet.runtime import make_backend
 from remotecli.controller.settings import Settings
-from remotecli.controller.vms import VmHandle
 from remotecli.errors import NotReady
-from remotecli.vmm.fake import FakeBackend, FakeFault
+from remotecli.vmm.fake.backend import FakeBackend, FakeFault
 from tests.controller.vm_harness import VmController, poll, vm_controller
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from remotecli.controller.models import VmRole
-from remotecli.controller.runtime import (
+from remotecli.controller.db.models import VmRole
+from remotecli.controller.fleet.runtime import (
     choose_backend,
     choose_image,
     make_backend,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import httpx
 
-from remotecli.controller.models import VmRole
+from remotecli.controller.db.models import VmRole
 from remotecli.controller.settings import Settings
 from tests.controller.prompt_support import PromptWorld
 from tests.controller.vm_harness import vm_controller

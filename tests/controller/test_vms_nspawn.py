@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from remotecli.controller.models import VmRole
+from remotecli.controller.db.models import VmRole
 from remotecli.controller.settings import Settings
 from remotecli.images.build import ensure_test_image
 from remotecli.vmm import hostcheck

@@ -16,9 +16,9 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from remotecli.controller.models import VmRole
+from remotecli.controller.db.models import VmRole
 from remotecli.controller.settings import Settings
-from remotecli.vmm.fake import FakeBackend
+from remotecli.vmm.fake.backend import FakeBackend
 from tests.controller.vm_harness import crash_controller, vm_controller
 
 

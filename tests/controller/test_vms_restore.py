@@ -11,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from remotecli.agentclient import AgentClient, AgentRequestError
-from remotecli.controller.models import VmRole
+from remotecli.controller.db.models import VmRole
 from remotecli.controller.settings import Settings
 from remotecli.testbed import fake_cli_bin_dir
+from remotecli.vmm.agentclient import AgentClient, AgentRequestError
 from remotecli.vmm.base import Deadlines, Phase
-from remotecli.vmm.fake import FakeBackend, FakeFault
+from remotecli.vmm.fake.backend import FakeBackend, FakeFault
 from tests.controller.vm_harness import FAST, VmController, poll, vm_controller
 
 #: A deaf restored agent is given up on after 2 s.

@@ -26,11 +26,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from remotecli.controller.api.vms import router
+from remotecli.controller.api.routes.vms import router
 from remotecli.controller.context import AppContext
-from remotecli.controller.models import VmRole
+from remotecli.controller.db.models import VmRole
+from remotecli.controller.fleet.manager import VmManager, start_service, stop_service
 from remotecli.controller.settings import Settings
-from remotecli.controller.vms import VmManager, get_manager, start_service, stop_service
 from remotecli.vmm.base import Backend, Deadlines, Phase
 from tests.controller.harness import RunningController, run_controller
 
@@ -56,7 +56,7 @@ class VmController:
 
     @property
     def manager(self) -> VmManager:
-        return get_manager(self.context)
+        return self.context.vms()
 
     def api(self, token: str | None = "admin") -> httpx.Client:
         return self.running.client(token)
@@ -133,8 +133,8 @@ def vm_controller(
 
 async def _reap_all(root: Path) -> list[str]:
     """Reap whatever a test left under ``root``; return what was there."""
-    from remotecli.vmm.fake import FakeBackend
-    from remotecli.vmm.nspawn import NspawnBackend
+    from remotecli.vmm.fake.backend import FakeBackend
+    from remotecli.vmm.nspawn.backend import NspawnBackend
 
     left: list[str] = []
     for name, make in (("fake", FakeBackend), ("nspawn", NspawnBackend)):
@@ -204,7 +204,7 @@ def child_main(plan: str) -> None:
 
 
 async def _child(settings: Settings, plan: Plan) -> None:
-    from remotecli.controller.app import create_app
+    from remotecli.server.app import create_app
 
     start = partial(start_service, deadlines=FAST if settings.backend == "fake" else None)
     app = create_app(settings, startup=[start])
@@ -223,8 +223,8 @@ async def _until(check: Callable[[], object], timeout: float = 30.0) -> None:
 
 
 async def _add_user(context: AppContext, user_id: str) -> None:
-    from remotecli.controller import db
-    from remotecli.controller.models import User
+    from remotecli.controller.db import engine as db
+    from remotecli.controller.db.models import User
 
     async with db.session_scope(context.sessions) as session:
         session.add(User(id=user_id))
@@ -233,9 +233,9 @@ async def _add_user(context: AppContext, user_id: str) -> None:
 async def _plan_mixed(context: AppContext) -> dict[str, Any]:
     """A CLI VM, two auth VMs, a warm one, one mid-start and a stray instance."""
     from remotecli.vmm.base import InstanceSpec
-    from remotecli.vmm.fake import FakeBackend, FakeFault
+    from remotecli.vmm.fake.backend import FakeBackend, FakeFault
 
-    manager = get_manager(context)
+    manager = context.vms()
     assert isinstance(manager.backend, FakeBackend)
     await _add_user(context, "alice")
     kept = await manager.cli_vm("alice")
@@ -261,7 +261,7 @@ async def _plan_mixed(context: AppContext) -> dict[str, Any]:
 
 async def _plan_nspawn(context: AppContext) -> dict[str, Any]:
     """An auth VM from the pool, alice's CLI VM cold: their claim latencies."""
-    manager = get_manager(context)
+    manager = context.vms()
     await _add_user(context, "alice")
     await _until(lambda: manager._pool[VmRole.AUTH])
     warm = await manager.claim(VmRole.AUTH)

@@ -28,9 +28,9 @@ import pytest
 import schemathesis
 from sqlalchemy import Engine, inspect, text
 
-from remotecli.controller.app import create_app
-from remotecli.controller.models import AuthPhase, VmState
+from remotecli.controller.db.models import AuthPhase, VmState
 from remotecli.controller.settings import Settings
+from remotecli.server.app import create_app
 from tests.controller.prompt_support import PromptWorld
 from tests.faults import describe as describe_pids
 from tests.faults import processes_of

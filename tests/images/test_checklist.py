@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from remotecli.images.checklist import evaluate
+from remotecli.validation.checklist import evaluate
 from remotecli.vmm.base import Phase, Readiness
 
 READY = Readiness(

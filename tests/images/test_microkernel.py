@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.agentclient import AgentClient
 from remotecli.images import initramfs
 from remotecli.images.build import ensure_test_image
 from remotecli.images.microkernel import (
@@ -36,8 +35,9 @@ from remotecli.images.microkernel import (
 )
 from remotecli.images.store import cache_dir
 from remotecli.images.vm import VmArtifacts, ensure_vm_artifacts
+from remotecli.vmm.agentclient import AgentClient
 from remotecli.vmm.base import InstanceSpec, Phase
-from remotecli.vmm.qemu import QEMU, QemuBackend
+from remotecli.vmm.qemu.backend import QEMU, QemuBackend
 from tests.images.test_build import Recorder
 
 #: A cold build on a 2-core CI machine is ~7 min; pytest-timeout ignores

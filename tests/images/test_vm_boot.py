@@ -27,7 +27,7 @@ from remotecli.images import initramfs, layout
 from remotecli.images.configdisk import write_config_disk
 from remotecli.images.store import Image
 from remotecli.images.vm import VmArtifacts, ensure_vm_artifacts
-from remotecli.vmm.qemu import host_tsc_khz
+from remotecli.vmm.qemu.backend import host_tsc_khz
 
 BOOT_TIMEOUT = 90.0
 QEMU = "qemu-system-x86_64"

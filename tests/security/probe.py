@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
-from remotecli.agentclient import AgentClient
+from remotecli.vmm.agentclient import AgentClient
 
 CLAUDE_PATH = ".claude/.credentials.json"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.agentclient import (
+from remotecli.vmm.agentclient import (
     MAX_ANSWER_BYTES,
     MAX_LINE_BYTES,
     AgentClient,

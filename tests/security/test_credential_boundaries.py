@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import secrets
 
-from remotecli.agentclient import AgentClient
-from remotecli.controller import sync
-from remotecli.controller.sync import SyncOutcome
+from remotecli.controller.vault import sync
+from remotecli.controller.vault.sync import SyncOutcome
+from remotecli.vmm.agentclient import AgentClient
 from tests.controller.prompt_support import PromptWorld, only
 
 USERS = ("ada", "bob")

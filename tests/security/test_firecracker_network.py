@@ -24,14 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.controller.runtime import make_backend
+from remotecli.controller.fleet.runtime import make_backend
 from remotecli.controller.settings import Settings
 from remotecli.images.build import ensure_test_image
-from remotecli.vmm import fcbin
 from remotecli.vmm.base import Deadlines, InstanceSpec, Phase
-from remotecli.vmm.fcjail import default_chroot_base
-from remotecli.vmm.firecracker import FirecrackerBackend, FirecrackerInstance
-from remotecli.vmm.netns import VmNetwork
+from remotecli.vmm.firecracker import binaries as fcbin
+from remotecli.vmm.firecracker.backend import FirecrackerBackend, FirecrackerInstance
+from remotecli.vmm.firecracker.jail import default_chroot_base
+from remotecli.vmm.firecracker.netns import VmNetwork
 
 pytestmark = pytest.mark.anyio
 

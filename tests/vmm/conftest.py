@@ -24,8 +24,8 @@ from remotecli.images.build import ensure_test_image
 from remotecli.testbed import fake_cli_bin_dir
 from remotecli.vmm import hostcheck
 from remotecli.vmm.base import Backend, Deadlines, Instance, InstanceSpec, Phase
-from remotecli.vmm.fake import FakeBackend
-from remotecli.vmm.nspawn import NspawnBackend
+from remotecli.vmm.fake.backend import FakeBackend
+from remotecli.vmm.nspawn.backend import NspawnBackend
 from tests.vmm import lab as lab_helpers
 
 #: pytest-timeout ignores marks on fixtures: a cold machine builds the image

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.agentclient import AgentClient
 from remotecli.errors import VmError
 from remotecli.testbed import OAuthServer, login
+from remotecli.vmm.agentclient import AgentClient
 from remotecli.vmm.base import Instance
 from remotecli.vmm.readiness import console_tail
 from tests.conftest import PASSWORD, USER

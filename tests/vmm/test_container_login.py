@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from remotecli.agentclient import AgentClient
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer
 from remotecli.testbed.netns import listen_in_netns
-from remotecli.vmm.nspawn import NspawnInstance
+from remotecli.vmm.agentclient import AgentClient
+from remotecli.vmm.nspawn.backend import NspawnInstance
 from tests.vmm.conftest import Lab
 from tests.vmm.lab import login_every_provider
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.agentclient import AgentClient, AgentUnreachable
+from remotecli.vmm.agentclient import AgentClient, AgentUnreachable
 from remotecli.vmm.endpoint import AgentEndpoint, HandshakeError
 from remotecli.vmm.readiness import probe_health
 from tests.agent_harness import RunningAgent, run_agent

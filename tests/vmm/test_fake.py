@@ -8,7 +8,7 @@ import pytest
 from remotecli.errors import NotReady
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer
 from remotecli.vmm.base import Deadlines, InstanceState, Phase
-from remotecli.vmm.fake import SKIPPED, FakeBackend, FakeFault, FakeInstance
+from remotecli.vmm.fake.backend import SKIPPED, FakeBackend, FakeFault, FakeInstance
 from tests.vmm.conftest import Lab
 
 pytestmark = pytest.mark.anyio

@@ -113,7 +113,7 @@ def test_a_kvm_host_picks_firecracker_then_qemu() -> None:
     assert hostcheck.pick(with_fc).name == "firecracker"
     assert hostcheck.pick(qemu_only).name == "qemu"
     assert next(c for c in qemu_only if c.name == "firecracker").reasons == (
-        "no firecracker on PATH or in the cache (python -m remotecli.vmm.fcbin install)",
+        "no firecracker on PATH or in the cache (python -m remotecli.vmm.firecracker install)",
     )
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.agentclient import AgentClient
 from remotecli.errors import NotReady, VmError
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, fake_cli_bin_dir
 from remotecli.vmm import hostcheck
+from remotecli.vmm.agentclient import AgentClient
 from remotecli.vmm.base import Backend, Deadlines, Instance, InstanceSpec, InstanceState, Phase
-from remotecli.vmm.fake import FakeBackend, FakeFault
-from remotecli.vmm.nspawn import NspawnBackend, NspawnInstance
+from remotecli.vmm.fake.backend import FakeBackend, FakeFault
+from remotecli.vmm.nspawn.backend import NspawnBackend, NspawnInstance
 from tests.leakcheck import LeakWatch, held, no_leaks
 from tests.vmm import layers
 from tests.vmm.conftest import BOOT_DEADLINES, FAULT_DEADLINES

@@ -12,7 +12,7 @@ import pytest
 
 from remotecli.images import layout
 from remotecli.vmm.base import Instance, InstanceState, Phase
-from remotecli.vmm.nspawn import NspawnBackend, NspawnInstance
+from remotecli.vmm.nspawn.backend import NspawnBackend, NspawnInstance
 from remotecli.vmm.readiness import probe_health
 from tests.vmm.conftest import Lab
 

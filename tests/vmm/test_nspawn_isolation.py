@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.agentclient import AgentClient
 from remotecli.testbed import TESTBED_URL_ENV
 from remotecli.testbed.netns import listen_in_netns
-from remotecli.vmm.nspawn import NspawnInstance
+from remotecli.vmm.agentclient import AgentClient
+from remotecli.vmm.nspawn.backend import NspawnInstance
 from tests.security.probe import (
     REPLY,
     check_reach,

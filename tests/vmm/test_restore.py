@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from remotecli.agentclient import AgentClient, AgentRequestError
 from remotecli.errors import NotReady
 from remotecli.testbed import fake_cli_bin_dir
 from remotecli.vmm import restore
+from remotecli.vmm.agentclient import AgentClient, AgentRequestError
 from remotecli.vmm.base import RESTORE_SKIPPED, Deadlines, InstanceSpec, Phase, Snapshot
-from remotecli.vmm.fake import FakeBackend, FakeFault, FakeInstance
+from remotecli.vmm.fake.backend import FakeBackend, FakeFault, FakeInstance
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from remotecli.cli import app
 from remotecli.images.build import ensure_test_image
-from remotecli.images.checklist import validate
-from remotecli.vmm.nspawn import NspawnBackend
+from remotecli.validation.checklist import validate
+from remotecli.vmm.nspawn.backend import NspawnBackend
 from tests.vmm import layers
 
 pytestmark = pytest.mark.anyio

@@ -1,17 +1,1 @@
-"""The API's routers, one module per area; ``app.py`` includes them in this order."""
-
-from __future__ import annotations
-
-from fastapi import APIRouter
-
-from remotecli.controller.api import auth, credentials, prompts, session, system, users, vms
-
-ROUTERS: list[APIRouter] = [
-    system.router,
-    session.router,
-    users.router,
-    auth.router,
-    credentials.router,
-    prompts.router,
-    vms.router,
-]
+"""The HTTP API wing: the FastAPI app, its dependencies, schemas, OpenAPI errors and routers."""

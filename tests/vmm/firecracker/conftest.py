@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.vmm import fcbin, hostcheck
+from remotecli.vmm import hostcheck
 from remotecli.vmm.base import Deadlines, InstanceSpec, Phase
-from remotecli.vmm.firecracker import FirecrackerBackend, FirecrackerInstance, VmArtifacts
+from remotecli.vmm.firecracker import binaries as fcbin
+from remotecli.vmm.firecracker.backend import FirecrackerBackend, FirecrackerInstance, VmArtifacts
 from tests.vmm.lab import failed, teardown
 
 NEEDS_HW_VIRT = "needs hardware virtualization (VT-x/AMD-V); this host: " + (

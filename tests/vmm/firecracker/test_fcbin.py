@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from remotecli.errors import BackendUnavailable
-from remotecli.vmm import fcbin
+from remotecli.vmm.firecracker import binaries as fcbin
 
 pytestmark = pytest.mark.anyio
 

@@ -18,8 +18,8 @@ import pytest
 
 from remotecli.errors import NotReady, VmError
 from remotecli.vmm.base import InstanceState, Phase
-from remotecli.vmm.fcapi import FirecrackerApiError
-from remotecli.vmm.firecracker import GUEST_CID, SnapshotFiles, boot_args
+from remotecli.vmm.firecracker.api import FirecrackerApiError
+from remotecli.vmm.firecracker.backend import GUEST_CID, SnapshotFiles, boot_args
 from tests.vmm.firecracker import fc_openapi
 from tests.vmm.firecracker.conftest import FcLab
 

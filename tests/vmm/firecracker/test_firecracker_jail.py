@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from remotecli.errors import VmError
-from remotecli.vmm import fcjail, statedir
+from remotecli.vmm import statedir
 from remotecli.vmm.base import InstanceState
-from remotecli.vmm.firecracker import FirecrackerBackend, FirecrackerInstance, SnapshotFiles
+from remotecli.vmm.firecracker import jail as fcjail
+from remotecli.vmm.firecracker.backend import FirecrackerBackend, FirecrackerInstance, SnapshotFiles
 from tests.vmm.firecracker import fc_openapi
 from tests.vmm.firecracker.conftest import FcLab
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from remotecli.errors import VmError
-from remotecli.vmm.firecracker import FirecrackerInstance
+from remotecli.vmm.firecracker.backend import FirecrackerInstance
 from tests.leakcheck import LeakWatch, no_leaks
 from tests.vmm.firecracker.conftest import FcLab
 

@@ -32,7 +32,7 @@ from remotecli.images.vm import VmArtifacts, ensure_vm_artifacts
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer
 from remotecli.testbed.fake_clis.common import API_ENV
 from remotecli.vmm.base import InstanceSpec, Snapshot
-from remotecli.vmm.qemu import QEMU, GuestForward, QemuBackend, QemuInstance
+from remotecli.vmm.qemu.backend import QEMU, GuestForward, QemuBackend, QemuInstance
 from tests.vmm.lab import failed, teardown
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.agentclient import AgentClient, AgentRequestError
 from remotecli.errors import NotReady, VmError
-from remotecli.images.checklist import validate
+from remotecli.validation.checklist import validate
 from remotecli.vmm import statedir
+from remotecli.vmm.agentclient import AgentClient, AgentRequestError
 from remotecli.vmm.base import Deadlines, InstanceSpec, Phase, Snapshot
 from remotecli.vmm.endpoint import AgentEndpoint
-from remotecli.vmm.qemu import QemuBackend, QemuInstance
+from remotecli.vmm.qemu.backend import QemuBackend, QemuInstance
 from remotecli.vmm.restore import hostname_for
 from tests.vmm.lab import PROVIDERS, login_every_provider
 from tests.vmm.qemu.conftest import QemuLab, VmImage, find_leftovers

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from remotecli.agentclient import AgentClient
-from remotecli.controller.runtime import make_backend
+from remotecli.controller.fleet.runtime import make_backend
 from remotecli.controller.settings import Settings
 from remotecli.providers import PROVIDERS
 from remotecli.testbed import TESTBED_URL_ENV
+from remotecli.vmm.agentclient import AgentClient
 from remotecli.vmm.base import InstanceSpec
-from remotecli.vmm.qemu import FORWARD_ADDR, QemuBackend, QemuInstance
+from remotecli.vmm.qemu.backend import FORWARD_ADDR, QemuBackend, QemuInstance
 from tests.security.probe import (
     CLAUDE_PATH,
     REPLY,

@@ -1,0 +1,89 @@
+"""The login session's states and how a session row is shown (pure; no IO).
+
+``AuthPhase`` (models.py) moves only along ``NEXT``; every other change is a
+bug and raises. The agent's own login phases map onto ours with
+``AGENT_PHASES``; the agent's "authenticated" becomes our "capturing" until
+the files are in the vault.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from remotecli.controller.auth.schemas import AuthSessionOut, SessionError
+from remotecli.controller.db.models import AuthPhase, AuthSession
+from remotecli.providers.base import LoginMode
+
+_ENDINGS = frozenset({AuthPhase.FAILED, AuthPhase.CANCELLED, AuthPhase.EXPIRED})
+NEXT: dict[AuthPhase, frozenset[AuthPhase]] = {
+    AuthPhase.CLAIMING_VM: frozenset({AuthPhase.STARTING_LOGIN}) | _ENDINGS,
+    AuthPhase.STARTING_LOGIN: frozenset({AuthPhase.AWAITING_USER, AuthPhase.CAPTURING}) | _ENDINGS,
+    AuthPhase.AWAITING_USER: frozenset({AuthPhase.VERIFYING, AuthPhase.CAPTURING}) | _ENDINGS,
+    AuthPhase.VERIFYING: frozenset({AuthPhase.AWAITING_USER, AuthPhase.CAPTURING}) | _ENDINGS,
+    AuthPhase.CAPTURING: frozenset({AuthPhase.AUTHENTICATED}) | _ENDINGS,
+    AuthPhase.AUTHENTICATED: frozenset(),
+    AuthPhase.FAILED: frozenset(),
+    AuthPhase.CANCELLED: frozenset(),
+    AuthPhase.EXPIRED: frozenset(),
+}
+
+#: The agent's login phase (agent/logins.py) → ours.
+AGENT_PHASES: dict[str, AuthPhase] = {
+    "starting": AuthPhase.STARTING_LOGIN,
+    "awaiting_user": AuthPhase.AWAITING_USER,
+    "verifying": AuthPhase.VERIFYING,
+    "authenticated": AuthPhase.CAPTURING,
+    "failed": AuthPhase.FAILED,
+    "cancelled": AuthPhase.CANCELLED,
+    "expired": AuthPhase.EXPIRED,
+}
+
+
+class BadTransition(RuntimeError):
+    """A bug: some code tried to move a session along a path the flow does not have."""
+
+
+def check_transition(old: AuthPhase, new: AuthPhase) -> None:
+    if new is not old and new not in NEXT[old]:
+        raise BadTransition(f"auth session cannot go from {old.value} to {new.value}")
+
+
+def expects(mode: str, phase: AuthPhase) -> Literal["code", "callbackUrl"] | None:
+    """What the user should paste now, if anything."""
+    if phase is not AuthPhase.AWAITING_USER:
+        return None
+    if mode == LoginMode.PASTE_CODE:
+        return "code"
+    if mode == LoginMode.LOCALHOST_CALLBACK:
+        return "callbackUrl"
+    return None
+
+
+def session_out(row: AuthSession) -> AuthSessionOut:
+    phase = AuthPhase(row.phase)
+    error = None
+    if row.error_code is not None:
+        error = SessionError(
+            code=row.error_code, message=row.error_message or "", detail=row.error_detail
+        )
+    timings = dict(row.timings or {})
+    origin = timings.pop("vmOrigin", None)
+    return AuthSessionOut(
+        id=row.id,
+        user_id=row.user_id,
+        provider=row.provider,
+        mode=row.mode,
+        phase=phase.value,
+        ended=phase.ended,
+        login_url=row.login_url,
+        user_code=row.user_code,
+        instructions=row.instructions,
+        expects=expects(row.mode, phase),
+        vm_id=row.vm_id,
+        vm_origin=origin if isinstance(origin, str) else None,
+        timings={k: float(v) for k, v in timings.items() if isinstance(v, int | float)},
+        error=error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
+    )

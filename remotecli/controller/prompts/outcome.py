@@ -1,0 +1,135 @@
+"""A prompt run's data: what was asked, what the stream said, what the caller is told.
+
+Pure (no IO): ``prompt_run.py`` does the work and feeds every agent event
+through ``Outcome.observe``; the status, the stored error and the messages
+that tell a user what to do come from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from remotecli.controller.db.models import Credential, CredentialState, RunStatus
+from remotecli.controller.errors import ApiError, BadRequest, Conflict
+from remotecli.errors import RemoteCliError
+from remotecli.providers import get_provider
+from remotecli.vmm.agentclient import AgentRequestError
+
+#: The agent's codes for "the stored sign-in no longer works".
+LOGIN_AGAIN = frozenset({"auth_required", "refresh_failed"})
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    user_id: str
+    provider: str
+    prompt: str = field(repr=False)  # the user's words: never logged or stored
+    options: dict[str, Any] | None = None
+    timeout_seconds: float = 600.0
+    group_id: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What the stream said, as it went by."""
+
+    exit_code: int | None = None
+    finished: bool = False  # run.finished arrived
+    credentials_changed: bool | None = None
+    error: tuple[str, str] | None = None  # the first fatal (code, message)
+    login_again: str | None = None  # the agent's code when the sign-in is dead
+    result_is_error: bool = False
+    usage: dict[str, Any] | None = None
+    cost_usd: float | None = None
+    agent_duration_ms: float | None = None
+
+    def observe(self, event: dict[str, Any]) -> bool:
+        """Note what matters for the finish; True when the event goes out to the client."""
+        kind, out = event.get("type"), self
+        if kind == "run.started":
+            return False
+        if kind == "run.finished":
+            out.finished = True
+            out.exit_code = _int(event.get("exitCode"))
+            out.credentials_changed = bool(event.get("credentialsChanged"))
+            duration = event.get("durationMs")
+            out.agent_duration_ms = float(duration) if isinstance(duration, int | float) else None
+            return False
+        if kind == "result":
+            out.result_is_error = bool(event.get("isError"))
+            usage = event.get("usage")
+            out.usage = usage if isinstance(usage, dict) else None
+            cost = event.get("costUsd")
+            out.cost_usd = float(cost) if isinstance(cost, int | float) else None
+        elif kind == "error":
+            code = str(event.get("code") or "cli_error")
+            if code in LOGIN_AGAIN:
+                out.login_again = code
+            if code != "warning" and out.error is None:
+                out.error = (code, str(event.get("message") or ""))
+        return isinstance(kind, str)
+
+    def status(self, *, cancelled: bool) -> RunStatus:
+        if cancelled or (self.error is not None and self.error[0] == "cancelled"):
+            return RunStatus.CANCELLED
+        if self.exit_code == 0 and self.error is None and not self.result_is_error:
+            return RunStatus.SUCCEEDED
+        return RunStatus.FAILED
+
+
+class AgentFailed(ApiError):
+    status = 502
+    code = "agent_error"
+
+
+def from_agent(exc: AgentRequestError) -> ApiError:
+    """The agent refused the run: its 4xx (a bad option, ...) is the caller's; the rest ours."""
+    if 400 <= exc.status < 500 and exc.status not in (401, 403):
+        return BadRequest(exc.message, code=exc.code)
+    return AgentFailed(f"the VM's agent failed the run ({exc.code}): {exc.message}")
+
+
+def check_usable(spec: RunSpec, record: Credential | None) -> None:
+    name = get_provider(spec.provider).display_name
+    start = f'POST /api/auth/start {{"userId": "{spec.user_id}", "provider": "{spec.provider}"}}'
+    if record is None:
+        raise Conflict(
+            f"user {spec.user_id!r} has not connected {name}: log in first with {start}",
+            code="not_connected", provider=spec.provider,
+        )  # fmt: skip
+    if record.state == CredentialState.NEEDS_LOGIN:
+        raise Conflict(
+            f"{name} refused this user's stored sign-in (its refresh failed): log in again "
+            f"with {start}; the old credentials are kept until then",
+            code="needs_login", provider=spec.provider,
+        )  # fmt: skip
+
+
+def login_again_message(spec: RunSpec, code: str) -> str:
+    name = get_provider(spec.provider).display_name
+    return (
+        f"{name} no longer accepts this user's sign-in ({code}): the user must log in again "
+        f'with POST /api/auth/start {{"userId": "{spec.user_id}", "provider": '
+        f'"{spec.provider}"}}. The stored credentials are kept, marked needs_login.'
+    )
+
+
+def code_message(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, RemoteCliError):
+        return exc.code, exc.message
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled", "the controller stopped before the run started"
+    return "internal_error", f"unexpected {exc.__class__.__name__} (see the controller's log)"
+
+
+def public_error(exc: BaseException) -> dict[str, Any]:
+    """The SSE error event for a failed setup (``to_dict`` never holds a secret)."""
+    body = exc.to_dict() if isinstance(exc, RemoteCliError) else {}
+    code, message = code_message(exc)
+    return {**body, "type": "error", "code": code, "message": message}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,120 @@
+"""QEMU golden snapshots: what a snapshot directory holds, saving one, checking one.
+
+``save`` stops a ready VM, migrates its state to ``<snapshot>/state``
+(``exec:cat > FILE``: QEMU 7.2 has no ``file:`` URI), copies its overlay
+(flushed by the stop) to ``<snapshot>/disk.qcow2`` and records the machine
+(memory, vCPUs, accel, kernel, disk) a clone must reuse. Restoring is
+``qemu.py``'s: ``-S -incoming "exec:cat STATE"``, then ``cont``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from remotecli import proc
+from remotecli.errors import VmError
+from remotecli.vmm import restore, statedir
+from remotecli.vmm.base import InstanceState, Snapshot
+
+if TYPE_CHECKING:
+    from remotecli.vmm.qemu.backend import QemuInstance
+
+SNAPSHOT_FORMAT = 1
+#: In a snapshot: the migrated state. In an instance's state dir and a snapshot: the disk.
+STATE_FILE = "state"
+DISK = "disk.qcow2"
+#: In an instance's state dir: the config disk (its size is recorded in the snapshot).
+CONFIG = "config.disk"
+MIGRATE_TIMEOUT = 300.0
+
+
+def check_snapshot(snapshot: Snapshot) -> None:
+    """Refuse a snapshot that is not a qemu one of this format, or whose files are gone."""
+    if snapshot.backend != "qemu" or snapshot.meta.get("format") != SNAPSHOT_FORMAT:
+        raise VmError(
+            f"{snapshot.directory} is a {snapshot.backend} snapshot (format "
+            f"{snapshot.meta.get('format')}), not a format-{SNAPSHOT_FORMAT} qemu one"
+        )
+    missing = [n for n in (STATE_FILE, DISK) if not (snapshot.directory / n).is_file()]
+    missing += [p for p in snapshot.meta.get("boot_files", ()) if not Path(p).is_file()]
+    if missing:
+        raise VmError(
+            f"snapshot {snapshot.directory} cannot be restored: missing {', '.join(missing)}. "
+            "Remove it so it is made again."
+        )
+
+
+async def save(
+    vm: QemuInstance, directory: Path, *, boot_phases: Mapping[str, float] | None = None
+) -> Snapshot:
+    """Stop ``vm`` and write its state + disk into ``directory``; it stays stopped.
+
+    ``directory`` must be new or empty. The state file holds the guest's
+    memory (the golden token in it): it is created 0600.
+    """
+    if vm.state is not InstanceState.READY:
+        raise VmError(f"instance {vm.spec.instance_id} is {vm.state}: save a ready VM")
+    _new_snapshot_dir(directory)
+    t = time.monotonic()
+    await vm.qmp.execute("stop")
+    state = directory / STATE_FILE
+    statedir.write_private(state, "")  # `cat >` keeps the mode of an existing file
+    await vm.qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(state))}"})
+    info = await _migration_done(vm)
+    vm.timings["save_state"] = time.monotonic() - t
+    t = time.monotonic()
+    # Stopped and migrated: QEMU has flushed the overlay and writes no more.
+    await proc.run(
+        ["cp", "--sparse=always", "--", str(vm.dir.path / DISK), str(directory / DISK)],
+        timeout=MIGRATE_TIMEOUT,
+    )
+    (directory / DISK).chmod(0o400)
+    vm.timings["save_disk"] = time.monotonic() - t
+    meta = {
+        "format": SNAPSHOT_FORMAT,
+        "qemu_version": vm.qmp.version,
+        "source_instance": vm.spec.instance_id,
+        "created_at": time.time(),
+        "machine": vm.machine,
+        "boot_files": [vm.machine["kernel"], vm.machine["initrd"], vm.machine["base_disk"]],
+        "config_disk_bytes": (vm.dir.path / CONFIG).stat().st_size,
+        "state_bytes": state.stat().st_size,
+        "disk_bytes": (directory / DISK).stat().st_size,
+        "migration": {"total_ms": info.get("total-time"), "downtime_ms": info.get("downtime")},
+        "save_seconds": round(vm.timings["save_state"] + vm.timings["save_disk"], 3),
+    }
+    snapshot = Snapshot(
+        backend="qemu", directory=directory, image=vm.spec.image,
+        golden_token=vm.spec.agent_token,
+        boot_phases=dict(boot_phases or vm.readiness.durations()), meta=meta,
+    )  # fmt: skip
+    restore.write_meta(snapshot)
+    return snapshot
+
+
+async def _migration_done(vm: QemuInstance) -> dict[str, Any]:
+    end = time.monotonic() + MIGRATE_TIMEOUT
+    while True:
+        info: dict[str, Any] = await vm.qmp.execute("query-migrate")
+        status = info.get("status")
+        if status == "completed":
+            return info
+        if status in ("failed", "cancelled"):
+            raise VmError(
+                f"saving {vm.spec.instance_id}'s state failed: "
+                f"{info.get('error-desc', status)}\n{vm.evidence()}"
+            )
+        if time.monotonic() > end:
+            raise VmError(f"saving {vm.spec.instance_id}'s state took over {MIGRATE_TIMEOUT} s")
+        await asyncio.sleep(0.01)
+
+
+def _new_snapshot_dir(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if any(directory.iterdir()):
+        raise VmError(f"{directory} is not empty: a snapshot goes into a new directory")
