@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
 from pydantic.alias_generators import to_camel
 
-from remotecli.controller.api.schemas import ApiModel, UserId, UtcDatetime
+from remotecli.controller.apimodel import ApiModel, UserId, UtcDatetime
 from remotecli.providers import PROVIDERS
 from remotecli.providers.base import LoginMode
 

@@ -20,16 +20,25 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from remotecli.controller.context import AppContext
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from remotecli.controller.db.engine import session_scope
 from remotecli.controller.db.models import Credential
 from remotecli.controller.vault import credentials, leases
+from remotecli.controller.vault.cipher import Vault
 from remotecli.controller.vault.leases import Claim
 from remotecli.vmm.agentclient import AgentClient
 
 log = logging.getLogger("remotecli.controller.vault.sync")
+
+
+class VaultAccess(Protocol):
+    """What a sync needs of the controller: its sessions and its vault (``AppContext`` has both)."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    vault: Vault
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,9 @@ async def read_copy(agent: AgentClient, provider: str) -> dict[str, Any]:
     return await agent.request("GET", "/credentials", params={"provider": provider})
 
 
-async def prepare(context: AppContext, agent: AgentClient, claim: Claim, record: Credential) -> str:
+async def prepare(
+    context: VaultAccess, agent: AgentClient, claim: Claim, record: Credential
+) -> str:
     """Make the claimed VM hold the live copy; return what it holds: "kept", "synced", "written".
 
     One ``GET /credentials`` decides: the VM already holds the vault's version
@@ -93,14 +104,14 @@ async def prepare(context: AppContext, agent: AgentClient, claim: Claim, record:
 
 
 async def sync_back(
-    context: AppContext, agent: AgentClient, user_id: str, provider: str, vm_id: str
+    context: VaultAccess, agent: AgentClient, user_id: str, provider: str, vm_id: str
 ) -> SyncOutcome:
     """Store the VM's copy as a new vault version if it changed since we wrote or synced it."""
     return await _store(context, user_id, provider, vm_id, await read_copy(agent, provider))
 
 
 async def _store(
-    context: AppContext, user_id: str, provider: str, vm_id: str, held: dict[str, Any]
+    context: VaultAccess, user_id: str, provider: str, vm_id: str, held: dict[str, Any]
 ) -> SyncOutcome:
     version = held.get("version")
     async with session_scope(context.sessions) as session:

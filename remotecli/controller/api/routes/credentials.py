@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from remotecli.controller.api.deps import Caller, Session
-from remotecli.controller.api.schemas import UserId
+from remotecli.controller.apimodel import UserId
 from remotecli.controller.auth.schemas import CredentialOut, CredentialsDeleted
 from remotecli.controller.db.models import User, utcnow
 from remotecli.controller.errors import BadRequest, NotFound

@@ -10,7 +10,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from remotecli.controller import sse
 from remotecli.controller.api.deps import Caller, Context
-from remotecli.controller.api.schemas import ApiModel, ProviderName, UserId
+from remotecli.controller.apimodel import ApiModel, ProviderName, UserId
 from remotecli.controller.prompts.outcome import RunSpec
 
 router = APIRouter(tags=["prompts"])

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import Field, SecretStr
 
 from remotecli.controller.api.deps import Caller, Context, require_csrf_header
-from remotecli.controller.api.schemas import ApiModel
+from remotecli.controller.apimodel import ApiModel
 from remotecli.controller.auth.schemas import CamelOut
 from remotecli.controller.security import SESSION_COOKIE, Principal, authenticate_token
 

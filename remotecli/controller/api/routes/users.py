@@ -14,9 +14,9 @@ from remotecli.controller.api.schemas import (
     TokenInfo,
     TokenOut,
     UserCreate,
-    UserId,
     UserOut,
 )
+from remotecli.controller.apimodel import UserId
 from remotecli.controller.db.models import ApiToken, TokenKind, User, utcnow
 from remotecli.controller.errors import BadRequest, Conflict, Forbidden, NotFound
 from remotecli.controller.security import create_token
