@@ -1,4 +1,4 @@
-"""The dashboard's pages and static files; ``controller/app.py`` includes ``router``.
+"""The dashboard's pages and static files; ``controller/api/app.py`` includes ``router``.
 
 Adding a page: a template extending ``base.html``, a route that calls
 ``render`` after ``page_caller``, and one ``NavItem`` in ``NAV``.

@@ -4,7 +4,7 @@ Schema changes go through Alembic (``controller/migrations``); the app never
 calls ``create_all``. Secrets are never stored in the clear: credential
 files and VM tokens are AES-GCM ciphertext with the id of the key that
 sealed them (``vault.py``); API tokens are stored as SHA-256 hashes.
-Request/response schemas live in ``controller/schemas.py``, not here.
+Request/response schemas live in ``controller/api/schemas.py``, not here.
 """
 
 from __future__ import annotations

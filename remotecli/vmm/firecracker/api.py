@@ -10,7 +10,7 @@ Every request sent is appended to ``ApiClient.sent`` so tests can check each
 body against the API description (tests/vmm/fc_openapi.py).
 
 The request shapes follow ``src/firecracker/swagger/firecracker.yaml`` of
-Firecracker v1.12.1 (``vmm/fcbin.py`` pins that version).
+Firecracker v1.12.1 (``vmm/firecracker/binaries.py`` pins that version).
 """
 
 from __future__ import annotations
