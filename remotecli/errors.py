@@ -1,20 +1,52 @@
 """The host side's exception tree. Every error says what happened and what to do.
 
+Every error the host side raises on purpose is in this one tree. A class
+defined outside this module names its module in brackets, and that module's
+docstring draws its part of the tree too::
+
     RemoteCliError                  message + to_dict() for the API / CLI
     ├── CommandFailed               a subprocess exited non-zero or timed out
     │                               (argv, exit code, stderr tail, timeout)
     ├── ImageError                  the golden image cannot be built or is unusable
     │   └── BuildFailed             (images/progress.py) names the stage and its cause
     ├── BackendUnavailable          this host cannot run that VM backend (and why)
-    └── VmError                     something went wrong with one instance
-        └── NotReady                an instance missed a readiness deadline:
-                                    last phase reached, time in each phase,
-                                    console tail, agent unit state, a hint
+    ├── VmError                     something went wrong with one instance
+    │   ├── NotReady                an instance missed a readiness deadline:
+    │   │                           last phase reached, time in each phase,
+    │   │                           console tail, agent unit state, a hint
+    │   ├── QmpError                (vmm/qemu/qmp.py) QEMU refused a command
+    │   ├── FirecrackerApiError     (vmm/firecracker/api.py) Firecracker refused a request
+    │   ├── HandshakeError          (vmm/endpoint.py) the vsock CONNECT was refused
+    │   │                           (an OSError too: a failed connect)
+    │   └── VmStateError            (controller/fleet/store.py) a VM row's state change
+    │                               the life cycle does not have
+    ├── AgentUnreachable            (vmm/agentclient.py) the VM's agent did not answer
+    ├── AgentRequestError           (vmm/agentclient.py) it answered with an error
+    ├── VaultError                  (controller/vault/cipher.py) a key is missing or
+    │                               wrong, a record does not open
+    ├── CaptureError                (controller/vault/credentials.py) a login's
+    │                               credential files cannot be stored
+    ├── BadTransition               (controller/auth/view.py) a login session moved
+    │                               along a path the flow does not have (a bug)
+    ├── UnsafeSettings              (controller/settings.py) a development default in
+    │                               production (a ValueError too: pydantic's rule)
+    ├── ApiError                    (controller/errors.py) the API's own errors, one
+    │                               per HTTP status: that subtree is drawn there
+    ├── ApiError                    (commands/api.py) the CLI: the controller said no
+    └── Unreachable                 (commands/api.py) the CLI: the controller is away
 
-The agent (inside the VM) has its own small tree in ``remotecli/agent/errors.py``
-because it imports nothing outside ``agent/`` and ``providers/``.
+Two trees stay outside, because the code that raises them runs inside the VM
+on a bare python3 and imports nothing outside ``agent/`` and ``providers/``:
+the agent's (``remotecli/agent/errors.py``) and the providers'
+(``ProviderError``, ``remotecli/providers/base.py``: a ``ValueError``); the
+host translates a provider's error where it calls one (``UnknownProvider`` ->
+``BadRequest`` in ``controller/auth/checks.py``). Not errors either: the
+control-flow signals that never leave their module (``LoginStopped`` in
+``controller/auth/driver.py``, ``Doomed`` in ``controller/fleet/lifecycle.py``).
+
 The CLI catches ``RemoteCliError`` once at its edge; the API turns
-``to_dict()`` into a JSON body.
+``to_dict()`` into a JSON body with the status ``controller/api/status.py``
+maps the error's type to.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 Where to reach it and as whom: ``--url`` / ``REMOTECLI_URL`` (default
 http://127.0.0.1:4000) and ``--token`` / ``REMOTECLI_TOKEN`` (default: the
-admin token ``make up`` wrote to ``.run/admin.token``).
+admin token ``make up`` wrote to ``.run/admin.token``). The controller's
+refusals become ``ApiError`` (its status and body), a controller that does not
+answer ``Unreachable``: both ``RemoteCliError`` (the tree drawn in
+``remotecli/errors.py``), so the CLI's one ``except`` at its edge prints them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,24 @@
 """The API's errors: every failure is JSON ``{"code", "message", ...}`` with a 4xx/5xx.
 
-Routes raise ``ApiError`` subclasses; the library's ``RemoteCliError`` tree is
-mapped in ``STATUS_BY_CODE`` (one table), so e.g. a VM that never got ready
-reaches the caller as a 503 with the readiness evidence, never a bare timeout.
+Routes raise ``ApiError`` subclasses, one per HTTP status (``ApiError`` is a
+``RemoteCliError``: the tree drawn in ``remotecli/errors.py``). The status of
+every error of that tree, these included, is looked up by its type in one
+table, ``controller/api/status.py``, so e.g. a VM that never got ready reaches
+the caller as a 503 with the readiness evidence, never a bare timeout::
+
+    ApiError                        code + message + details (keyword arguments)
+    ├── BadRequest                  well-formed but refused
+    ├── Unauthorized                no, unknown or revoked token
+    ├── Forbidden                   this token may not do this
+    ├── NotFound                    what the path names does not exist
+    ├── Conflict                    not in a state that allows this
+    │   └── CredentialsBusy         (controller/vault/leases.py) another run holds them
+    ├── PayloadTooLarge             the agent refused the answer's size (relayed)
+    ├── Unprocessable               the agent could not use the answer (relayed)
+    ├── BadGateway                  the VM's agent failed
+    │   └── AgentFailed             (controller/prompts/outcome.py) in a prompt run
+    ├── Unavailable                 the database, the login or VM service is away
+    └── StorageFull                 the database's disk is full
 """
 
 from __future__ import annotations
@@ -15,7 +31,6 @@ from remotecli.errors import RemoteCliError
 
 
 class ApiError(RemoteCliError):
-    status = 400
     code = "bad_request"
 
     def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
@@ -29,55 +44,43 @@ class ApiError(RemoteCliError):
 
 
 class BadRequest(ApiError):
-    status = 400
+    pass
 
 
 class Unauthorized(ApiError):
-    status = 401
     code = "unauthorized"
 
 
 class Forbidden(ApiError):
-    status = 403
     code = "forbidden"
 
 
 class NotFound(ApiError):
-    status = 404
     code = "not_found"
 
 
 class Conflict(ApiError):
-    status = 409
     code = "conflict"
 
 
+class PayloadTooLarge(ApiError):
+    code = "payload_too_large"
+
+
+class Unprocessable(ApiError):
+    code = "unprocessable"
+
+
+class BadGateway(ApiError):
+    code = "bad_gateway"
+
+
 class Unavailable(ApiError):
-    status = 503
     code = "unavailable"
 
 
 class StorageFull(ApiError):
-    status = 507
     code = "storage_full"
-
-
-#: HTTP status for library errors, by their ``code``.
-STATUS_BY_CODE: dict[str, int] = {
-    "vm_not_ready": 503,
-    "backend_unavailable": 503,
-    "vm_error": 502,
-    "agent_unreachable": 502,
-    "image_error": 503,
-    "vault_error": 500,
-    "command_failed": 500,
-}
-
-
-def status_for(error: RemoteCliError) -> int:
-    if isinstance(error, ApiError):
-        return error.status
-    return STATUS_BY_CODE.get(error.code, 500)
 
 
 #: PostgreSQL's SQLSTATE for disk_full; SQLite says "database or disk is full" (SQLITE_FULL).

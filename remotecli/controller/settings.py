@@ -3,7 +3,9 @@
 Defaults are for development on one machine: SQLite under the state
 directory, a vault key file created on first start, the best backend this
 host can run. ``environment = "production"`` refuses the defaults that are
-only safe on a developer's machine.
+only safe on a developer's machine: ``UnsafeSettings`` (a ``RemoteCliError``,
+in the tree drawn in ``remotecli/errors.py``), which pydantic reports as a
+``ValidationError``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from remotecli.errors import RemoteCliError
 
-class UnsafeSettings(ValueError):
+
+# Also a ValueError: pydantic turns only a ValueError (or an AssertionError) raised in a
+# validator into its ValidationError; any other exception would escape the settings
+# unwrapped, and callers (tests/controller/test_settings.py) expect the ValidationError.
+class UnsafeSettings(RemoteCliError, ValueError):
     """A development-only default was used outside development."""
+
+    code = "unsafe_settings"
 
 
 class Settings(BaseSettings):

@@ -2,8 +2,9 @@
 
 The builder calls a ``BuildProgress`` (the CLI renders it with Rich, tests
 record it); every stage is timed into a ``StageRecord`` that ends up in the
-manifest; an error inside a stage becomes ``BuildFailed`` naming the stage,
-what it was doing and what to do.
+manifest; an error inside a stage becomes ``BuildFailed`` (an ``ImageError``,
+in the tree drawn in ``remotecli/errors.py``) naming the stage, what it was
+doing and what to do.
 """
 
 from __future__ import annotations

@@ -6,7 +6,16 @@ terminal output, which files hold credentials, which environment variables
 must be scrubbed, how to run a prompt headless and parse its stream. It does
 no IO: the agent (inside the VM) and the controller (on the host) both use it.
 
-Stdlib only: this module runs inside the guest image.
+Stdlib only: this module runs inside the guest image. So its errors are a
+tree of their own, not the host's ``RemoteCliError`` (``remotecli/errors.py``
+says so); each carries a stable ``code``, and the agent and the controller
+translate them where they call a provider::
+
+    ProviderError (ValueError)      bad input for a provider
+    ├── UnsupportedLoginMode        the provider has no such login
+    ├── InvalidCode                 a pasted code cannot be right
+    ├── InvalidOption               a prompt option the CLI does not take
+    └── UnknownProvider             (providers/__init__.py) no such provider
 """
 
 from __future__ import annotations

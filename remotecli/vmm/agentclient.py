@@ -2,7 +2,10 @@
 
 Agent errors arrive as ``{"code", "message"}`` JSON; they become
 ``AgentRequestError`` with the same code, so callers branch on codes, never
-on message text. Transport failures become ``AgentUnreachable``.
+on message text (its ``status`` is the agent's, not the controller's answer:
+that goes by type, ``controller/api/status.py``). Transport failures become
+``AgentUnreachable``. Both are ``RemoteCliError`` (the tree drawn in
+``remotecli/errors.py``).
 ``stream()`` reads the agent's NDJSON answers (prompt runs) one object at a
 time; leaving its ``async for`` early hangs up, which stops the run.
 

@@ -16,6 +16,8 @@ goes through it, so no caller knows which kind it is:
 
 The endpoint is plain data (it goes into an instance's meta file so a
 restarted controller can find the agent again: ``to_json``/``from_json``).
+A refused vsock CONNECT is a ``HandshakeError`` (a ``VmError`` and an
+``OSError``, in the tree drawn in ``remotecli/errors.py``).
 """
 
 from __future__ import annotations
@@ -40,8 +42,14 @@ HANDSHAKE_MAX = 64
 BASE_URL = "http://agent"
 
 
-class HandshakeError(OSError):
-    """Firecracker's vsock multiplexer refused the CONNECT (no listener on that guest port)."""
+class HandshakeError(VmError, OSError):
+    """Firecracker's vsock multiplexer refused the CONNECT (no listener on that guest port).
+
+    Also an ``OSError``: it is a failed connect, raised where one is expected
+    (``probe_health`` reads any ``OSError`` as "cannot connect").
+    """
+
+    code = "vsock_refused"
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,11 @@ from remotecli import __version__
 from remotecli.controller import services as controller_services
 from remotecli.controller.api import openapi
 from remotecli.controller.api.routes import ROUTERS
+from remotecli.controller.api.status import status_for
 from remotecli.controller.context import AppContext, Shutdown, Startup
 from remotecli.controller.db import engine as db
 from remotecli.controller.db.models import ApiToken, TokenKind
-from remotecli.controller.errors import database_error, status_for
+from remotecli.controller.errors import database_error
 from remotecli.controller.security import create_token
 from remotecli.controller.settings import Settings
 from remotecli.controller.vault.cipher import Vault
@@ -127,8 +128,9 @@ def create_app(
             raise exc
         cause = type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__
         log.warning("database error: %s (%s)", error.code, cause, extra={"path": request.url.path})
-        headers = {"Retry-After": "5"} if error.status == 503 else None
-        return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
+        status = status_for(error)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return JSONResponse(error.to_dict(), status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -6,25 +6,29 @@ the agent's verdicts on a pasted answer keep the agent's own code.
 
 from __future__ import annotations
 
-from typing import Any
-
 from remotecli.controller.db.models import AuthSession
-from remotecli.controller.errors import ApiError, BadRequest, Conflict
-from remotecli.errors import NotReady
+from remotecli.controller.errors import (
+    ApiError,
+    BadGateway,
+    BadRequest,
+    Conflict,
+    PayloadTooLarge,
+    Unavailable,
+    Unprocessable,
+)
+from remotecli.errors import BackendUnavailable, NotReady
 from remotecli.providers import PROVIDERS, Provider, UnknownProvider, get_provider
 from remotecli.providers.base import LoginMode
 from remotecli.vmm.agentclient import AgentRequestError
 
-#: Agent statuses relayed as they are: the user's answer was wrong, or too early.
-RELAYED_STATUSES = frozenset({400, 409, 413, 422})
-
-
-class StatusError(ApiError):
-    """An error whose HTTP status is decided at run time (relayed from the agent)."""
-
-    def __init__(self, message: str, *, code: str, status: int, **details: Any) -> None:
-        super().__init__(message, code=code, **details)
-        self.status = status
+#: Agent statuses relayed as they are (as our error of that status): the user's answer
+#: was wrong, or too early.
+RELAYED: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: Unprocessable,
+}
 
 
 def resolve_provider(name: str) -> Provider:
@@ -65,29 +69,31 @@ def resolve_mode(provider: Provider, requested: str | None, has_key: bool) -> Lo
 
 def relay_error(exc: AgentRequestError) -> ApiError:
     """The agent's verdict on the user's answer, with its own code (state_mismatch, ...)."""
-    if exc.status in RELAYED_STATUSES:
-        return StatusError(exc.message, code=exc.code, status=exc.status)
+    relayed = RELAYED.get(exc.status)
+    if relayed is not None:
+        return relayed(exc.message, code=exc.code)
     if exc.status == 404:
         return Conflict(
             "the login VM no longer knows this login; start a new one", code="login_lost"
         )
-    return StatusError(f"the login VM's agent failed: {exc.message}", code=exc.code, status=502)
+    return BadGateway(f"the login VM's agent failed: {exc.message}", code=exc.code)
 
 
 def start_failed(row: AuthSession) -> ApiError:
     """The start's answer when the login failed before showing a URL.
 
     The session's own error, with its evidence spread at the top as in
-    ``NotReady.to_dict()`` (a VM that never got ready: 503), and the session id
-    so the caller can look at it again.
+    ``NotReady.to_dict()`` (a VM that never got ready, or no backend here:
+    ``Unavailable``, 503; anything else: ``BadGateway``, 502), and the session
+    id so the caller can look at it again. The row keeps only the error's code,
+    so the code picks the type.
     """
     code = row.error_code or "login_failed"
-    status = 503 if code in (NotReady.code, "backend_unavailable") else 502
+    error = Unavailable if code in (NotReady.code, BackendUnavailable.code) else BadGateway
     detail = {k: v for k, v in (row.error_detail or {}).items() if k not in ("code", "message")}
-    return StatusError(
+    return error(
         row.error_message or "the login failed",
         code=code,
-        status=status,
         sessionId=row.id,
         **detail,
     )

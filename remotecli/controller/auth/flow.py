@@ -33,7 +33,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from remotecli.controller.auth.checks import (
-    StatusError,
     relay_error,
     resolve_mode,
     resolve_provider,
@@ -46,7 +45,7 @@ from remotecli.controller.auth.view import session_out
 from remotecli.controller.context import AppContext
 from remotecli.controller.db.engine import session_scope
 from remotecli.controller.db.models import AuthPhase, AuthSession, TokenKind, User, utcnow
-from remotecli.controller.errors import BadRequest, Conflict, NotFound
+from remotecli.controller.errors import BadGateway, BadRequest, Conflict, NotFound
 from remotecli.controller.fleet.manager import VmManager
 from remotecli.controller.security import Principal
 from remotecli.controller.sse import encode
@@ -234,10 +233,9 @@ class AuthFlows:
             raise relay_error(exc) from None
         except AgentUnreachable:
             await self.rows.update(live, phase=AuthPhase.AWAITING_USER)
-            raise StatusError(
+            raise BadGateway(
                 "the login VM did not answer; try again, or start a new login",
                 code="agent_unreachable",
-                status=502,
             ) from None
         await self.driver.mirror(live, result)
         if result.get("phase") != "awaiting_user":

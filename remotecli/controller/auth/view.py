@@ -1,7 +1,8 @@
 """The login session's states and how a session row is shown (pure; no IO).
 
 ``AuthPhase`` (models.py) moves only along ``NEXT``; every other change is a
-bug and raises. The agent's own login phases map onto ours with
+bug and raises ``BadTransition`` (a ``RemoteCliError``, in the tree drawn in
+``remotecli/errors.py``). The agent's own login phases map onto ours with
 ``AGENT_PHASES``; the agent's "authenticated" becomes our "capturing" until
 the files are in the vault.
 """
@@ -12,6 +13,7 @@ from typing import Literal
 
 from remotecli.controller.auth.schemas import AuthSessionOut, SessionError
 from remotecli.controller.db.models import AuthPhase, AuthSession
+from remotecli.errors import RemoteCliError
 from remotecli.providers.base import LoginMode
 
 _ENDINGS = frozenset({AuthPhase.FAILED, AuthPhase.CANCELLED, AuthPhase.EXPIRED})
@@ -39,8 +41,10 @@ AGENT_PHASES: dict[str, AuthPhase] = {
 }
 
 
-class BadTransition(RuntimeError):
+class BadTransition(RemoteCliError):
     """A bug: some code tried to move a session along a path the flow does not have."""
+
+    code = "bad_transition"
 
 
 def check_transition(old: AuthPhase, new: AuthPhase) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from remotecli.controller.errors import Unavailable, database_error
+from remotecli.controller.errors import StorageFull, Unavailable, database_error
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Backoff bounds (seconds) of ``retry_unavailable``.
@@ -90,7 +90,7 @@ async def wait_available(engine: AsyncEngine, seconds: float) -> None:
         error = database_error(exc)
         if error is None:
             raise
-        cause = "its disk is full" if error.status == 507 else "down or unreachable"
+        cause = "its disk is full" if isinstance(error, StorageFull) else "down or unreachable"
         raise Unavailable(
             f"the controller's database {where(engine.url)} did not answer within "
             f"{seconds:.0f} s ({cause}). Start it (or free its disk), or fix "

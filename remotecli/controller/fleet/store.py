@@ -2,7 +2,8 @@
 
 Every change of a VM's state goes through ``VmStore.update``, which refuses a
 transition the life cycle does not have (a STOPPED VM never becomes READY
-again)::
+again) with ``VmStateError`` (a ``VmError``, in the tree drawn in
+``remotecli/errors.py``)::
 
     STARTING ─▶ READY ─▶ CLAIMED ─▶ STOPPING ─▶ STOPPED
         │         │         │           │

@@ -2,7 +2,9 @@
 
 Pure (no IO): ``prompt_run.py`` does the work and feeds every agent event
 through ``Outcome.observe``; the status, the stored error and the messages
-that tell a user what to do come from here.
+that tell a user what to do come from here, and ``AgentFailed`` (a
+``BadGateway``, 502; the tree is drawn in ``controller/errors.py``): the
+agent refused or broke a run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remotecli.controller.db.models import Credential, CredentialState, RunStatus
-from remotecli.controller.errors import ApiError, BadRequest, Conflict
+from remotecli.controller.errors import ApiError, BadGateway, BadRequest, Conflict
 from remotecli.errors import RemoteCliError
 from remotecli.providers import get_provider
 from remotecli.vmm.agentclient import AgentRequestError
@@ -79,8 +81,7 @@ class Outcome:
         return RunStatus.FAILED
 
 
-class AgentFailed(ApiError):
-    status = 502
+class AgentFailed(BadGateway):
     code = "agent_error"
 
 

@@ -5,7 +5,9 @@ its context (``aad``: e.g. ``credential|user|provider|version``), so a
 ciphertext moved to another row does not open. The first key of the ring
 seals; every key in the ring opens. Keys come from ``REMOTECLI_VAULT_KEYS``
 (``id:base64,id:base64``) or from a key file created with mode 0600 on first
-start. Nothing here ever logs or returns a key or a plaintext.
+start. Nothing here ever logs or returns a key or a plaintext. A missing or
+wrong key, or a record that does not open, is a ``VaultError`` (a
+``RemoteCliError``, in the tree drawn in ``remotecli/errors.py``).
 """
 
 from __future__ import annotations

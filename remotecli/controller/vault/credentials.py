@@ -11,7 +11,9 @@ version — is stored beside it in the clear.
 
 Callers pass their own ``AsyncSession`` (the change commits with theirs).
 Nothing here logs; nothing returns a secret except ``open_secret`` /
-``open_files``, whose results go only to an agent.
+``open_files``, whose results go only to an agent. Files that cannot be
+stored (incomplete, malformed) are a ``CaptureError`` (a ``RemoteCliError``,
+in the tree drawn in ``remotecli/errors.py``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ The rules, enforced by the database so that several controllers agree:
   INSERTs one (the primary key lets exactly one of two racing inserts win).
   A row that is not busy: a compare-and-set UPDATE (``WHERE busy_until is
   lapsed AND vm_id = <what we read>``) marks it busy; of two racing updates
-  one matches no row and retries. A busy row: ``CredentialsBusy`` (409) — we
+  one matches no row and retries. A busy row: ``CredentialsBusy`` (a
+  ``Conflict``, 409; the tree is drawn in ``controller/errors.py``) — we
   refuse rather than queue, so a caller never waits minutes behind another
   run and never holds a socket open for nothing.
 - When the lease moves to another VM, the claimer syncs the old VM's copy

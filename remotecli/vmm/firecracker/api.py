@@ -3,8 +3,9 @@
 One connection per request (Firecracker answers in well under a millisecond
 and a fresh connection cannot carry a stale half-read response). Bodies are
 JSON; Firecracker rejects unknown fields and bad values with 400 and
-``{"fault_message": ...}``, which ``FirecrackerApiError`` carries verbatim
-with the method, path and our body.
+``{"fault_message": ...}``, which ``FirecrackerApiError`` (a ``VmError``, in
+the tree drawn in ``remotecli/errors.py``) carries verbatim with the method,
+path and our body.
 
 Every request sent is appended to ``ApiClient.sent`` so tests can check each
 body against the API description (tests/vmm/fc_openapi.py).

@@ -8,7 +8,8 @@ client must send ``qmp_capabilities`` before anything else, then each
 any time; they are recorded in ``QmpClient.events`` and otherwise ignored.
 
 Commands go one at a time (a lock), so a response is simply the next line
-with our id. ``QmpError`` carries QEMU's own ``desc`` text, the command and
+with our id. ``QmpError`` (a ``VmError``, in the tree drawn in
+``remotecli/errors.py``) carries QEMU's own ``desc`` text, the command and
 its arguments.
 """
 
