@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from remotecli import proc
 from remotecli.errors import VmError
-from remotecli.vmm import restore, statedir
+from remotecli.vmm import snapshotdir, statedir
 from remotecli.vmm.base import InstanceState, Snapshot
+from remotecli.vmm.snapshotdir import SNAPSHOT_FORMAT
 
 if TYPE_CHECKING:
     from remotecli.vmm.qemu.backend import QemuInstance
 
-SNAPSHOT_FORMAT = 1
 #: In a snapshot: the migrated state. In an instance's state dir and a snapshot: the disk.
 STATE_FILE = "state"
 DISK = "disk.qcow2"
@@ -40,7 +40,7 @@ def check_snapshot(snapshot: Snapshot) -> None:
             f"{snapshot.directory} is a {snapshot.backend} snapshot (format "
             f"{snapshot.meta.get('format')}), not a format-{SNAPSHOT_FORMAT} qemu one"
         )
-    missing = [n for n in (STATE_FILE, DISK) if not (snapshot.directory / n).is_file()]
+    missing = snapshotdir.missing(snapshot.directory, (STATE_FILE, DISK))
     missing += [p for p in snapshot.meta.get("boot_files", ()) if not Path(p).is_file()]
     if missing:
         raise VmError(
@@ -59,7 +59,7 @@ async def save(
     """
     if vm.state is not InstanceState.READY:
         raise VmError(f"instance {vm.spec.instance_id} is {vm.state}: save a ready VM")
-    _new_snapshot_dir(directory)
+    snapshotdir.create(directory)
     t = time.monotonic()
     await vm.qmp.execute("stop")
     state = directory / STATE_FILE
@@ -93,7 +93,7 @@ async def save(
         golden_token=vm.spec.agent_token,
         boot_phases=dict(boot_phases or vm.readiness.durations()), meta=meta,
     )  # fmt: skip
-    restore.write_meta(snapshot)
+    snapshotdir.write_meta(snapshot)
     return snapshot
 
 
@@ -112,9 +112,3 @@ async def _migration_done(vm: QemuInstance) -> dict[str, Any]:
         if time.monotonic() > end:
             raise VmError(f"saving {vm.spec.instance_id}'s state took over {MIGRATE_TIMEOUT} s")
         await asyncio.sleep(0.01)
-
-
-def _new_snapshot_dir(directory: Path) -> None:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if any(directory.iterdir()):
-        raise VmError(f"{directory} is not empty: a snapshot goes into a new directory")
