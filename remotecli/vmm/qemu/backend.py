@@ -41,7 +41,7 @@ port to the guest (``guestfwd`` at 10.0.2.100, each connection piped by
 to AGENT_READY here), and then ``spec.deadlines`` are multiplied by
 ``TCG_DEADLINE_FACTOR`` when the caller left them at their defaults.
 
-**Snapshots** (``qemusnap.py``). ``create_snapshot`` boots cold to AGENT_READY, ``stop``s the
+**Snapshots** (``snapshot.py``). ``create_snapshot`` boots cold to AGENT_READY, ``stop``s the
 VM, migrates its state to ``<snapshot>/state`` (``exec:cat > FILE``: QEMU
 7.2 has no ``file:`` URI), copies its overlay (flushed by the stop) to
 ``<snapshot>/disk.qcow2`` and destroys it. A clone gets a new overlay
