@@ -28,9 +28,9 @@ from remotecli.images import vm
 from remotecli.images.build import build_image
 from remotecli.images.recipe import BuildOptions
 from remotecli.vmm import hostcheck
-from remotecli.vmm.base import InstanceSpec
+from remotecli.vmm.base import InstanceSpec, VmArtifacts
 from remotecli.vmm.firecracker import binaries as fcbin
-from remotecli.vmm.firecracker.backend import FirecrackerBackend, VmArtifacts
+from remotecli.vmm.firecracker.backend import FirecrackerBackend
 
 
 def _spec(rootfs: Path, name: str, memory: int) -> InstanceSpec:

@@ -14,7 +14,7 @@ instance.destroy()`` (idempotent, verified: nothing left behind).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -157,6 +157,40 @@ class InstanceSpec:
     memory_mib: int = 512
     vcpus: int = 1
     deadlines: Deadlines = field(default_factory=Deadlines)
+
+
+class VmArtifacts(Protocol):
+    """What a VM backend boots: the kernel, the initramfs, the root disk, the command line.
+
+    Described once, here; ``images.vm.VmArtifacts`` (one built set of the
+    golden image) is what the backends get in production, through the loader
+    the runtime hands them (``vmm/artifacts.py``). QEMU boots ``vmlinuz`` (a
+    bzImage), Firecracker the ELF ``vmlinux``; neither ever writes ``disk``.
+    """
+
+    @property
+    def directory(self) -> Path: ...
+    @property
+    def disk(self) -> Path: ...
+    @property
+    def vmlinuz(self) -> Path: ...
+    @property
+    def vmlinux(self) -> Path: ...
+    @property
+    def initrd(self) -> Path | None:
+        """None: the kernel boots without an initramfs (Firecracker can; QEMU refuses)."""
+        ...
+
+    @property
+    def cmdline(self) -> str: ...
+    @property
+    def kernel_version(self) -> str:
+        """``uname -r`` of the guest kernel."""
+        ...
+
+
+#: A backend's way to its VM artifacts: the set to boot for an instance.
+ArtifactsFor = Callable[[InstanceSpec], Awaitable[VmArtifacts]]
 
 
 class InstanceState(enum.StrEnum):

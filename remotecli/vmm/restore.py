@@ -1,12 +1,10 @@
-"""Golden snapshots, shared by every VM backend: where they live and how a clone becomes itself.
+"""How a clone of a golden snapshot becomes itself, for every backend that snapshots.
 
 A backend that can snapshot (``base.SnapshotBackend``: qemu, firecracker)
 saves a golden VM with ``create_snapshot`` and starts clones with
-``restore``. What is common lives here:
+``restore``. Where snapshots live on disk: ``snapshotdir.py``. What a
+restore has in common lives here:
 
-- ``SnapshotStore``: snapshots on disk under ``<cache>/snapshots/<name>``,
-  made once under a lock, in a temp directory renamed into place (readers see
-  none or a whole one), each with ``golden.json`` (0600: the golden token).
 - ``wait_restored``: the readiness contract for a restore. The backend's
   ``start()`` records VMM_STARTED and STATE_RESTORED; this waits for the
   agent's /health, then gives the clone its identity (``POST /identity``:
@@ -21,15 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import fcntl
-import json
 import os
-import secrets
-import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,14 +31,10 @@ from remotecli.vmm.base import (
     InstanceSpec,
     Phase,
     Readiness,
-    Snapshot,
 )
 from remotecli.vmm.endpoint import AgentEndpoint
 from remotecli.vmm.readiness import HealthProbe, console_tail, probe_health
 
-#: The store's record of a snapshot; the backend keeps its own files beside it.
-META = "golden.json"
-TMP_PREFIX = ".tmp-"
 PROBE_SECONDS = 0.02
 
 
@@ -69,97 +56,6 @@ class Restored(Protocol):
 def hostname_for(instance_id: str) -> str:
     """Each clone's hostname: ``rcli-`` + its instance id, one DNS label."""
     return f"rcli-{instance_id}"[:63].rstrip("-")
-
-
-def write_meta(snapshot: Snapshot) -> None:
-    data = asdict(snapshot)
-    data["directory"] = str(snapshot.directory)
-    data["image"] = str(snapshot.image)
-    path = snapshot.directory / META
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-
-
-def load(directory: Path) -> Snapshot:
-    try:
-        data = json.loads((directory / META).read_text())
-    except (OSError, ValueError) as exc:
-        raise VmError(
-            f"{directory} is not a usable snapshot ({exc}); remove it and it will be made again"
-        ) from exc
-    return Snapshot(
-        backend=str(data["backend"]),
-        directory=directory,
-        image=Path(data["image"]),
-        golden_token=str(data["golden_token"]),
-        boot_phases=dict(data.get("boot_phases") or {}),
-        meta=dict(data.get("meta") or {}),
-    )
-
-
-class SnapshotStore:
-    """Golden snapshots under ``root``, one directory per name (backend + inputs key)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path(self, name: str) -> Path:
-        if not name or "/" in name or name.startswith("."):
-            raise VmError(f"bad snapshot name {name!r}")
-        return self.root / name
-
-    def find(self, name: str) -> Snapshot | None:
-        directory = self.path(name)
-        return load(directory) if (directory / META).is_file() else None
-
-    async def ensure(
-        self, name: str, make: Callable[[Path], Awaitable[Snapshot]]
-    ) -> tuple[Snapshot, bool]:
-        """The snapshot called ``name``, made with ``make(temp_dir)`` if missing.
-
-        Returns ``(snapshot, made)``. ``make`` must leave the snapshot's files
-        in the directory it is given; it is renamed into place afterwards.
-        """
-        found = self.find(name)
-        if found is not None:
-            return found, False
-        async with self._lock():
-            found = self.find(name)
-            if found is not None:
-                return found, False
-            for stale in self.root.glob(f"{TMP_PREFIX}*"):
-                shutil.rmtree(stale, ignore_errors=True)  # a maker killed outright
-            tmp = self.root / f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}"
-            tmp.mkdir(mode=0o700)
-            try:
-                made = replace(await make(tmp), directory=tmp)
-                write_meta(made)  # load() takes the directory from where the file is
-                final = self.path(name)
-                tmp.rename(final)
-                made = replace(made, directory=final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            return made, True
-
-    def remove(self, name: str) -> None:
-        shutil.rmtree(self.path(name), ignore_errors=True)
-
-    @contextlib.asynccontextmanager
-    async def _lock(self) -> AsyncIterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(0.1)
-            yield
-        finally:
-            os.close(fd)
 
 
 async def wait_restored(

@@ -66,20 +66,13 @@ class StateDir:
 
     def create(self, token: str, env: Mapping[str, str]) -> None:
         """Make the directory with the agent's token and environment file; refuse to reuse one."""
-        if len(str(self.socket).encode()) >= UNIX_PATH_MAX:
-            raise VmError(
-                f"the agent socket path {self.socket} is too long for a Unix socket "
-                f"({UNIX_PATH_MAX} bytes max): use a shorter state root or instance id"
-            )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.path.mkdir(mode=0o700)
-        except FileExistsError:
-            raise VmError(
-                f"state directory {self.path} already exists: an instance with this id is "
-                "running or was left behind; reap it first (backend.reap)"
-            ) from None
-        self.run.mkdir(mode=0o700)
+        create_private(
+            self.path, self.run.name, socket=self.socket,
+            too_long=f"the agent socket path {self.socket} is too long for a Unix socket "
+            f"({UNIX_PATH_MAX} bytes max): use a shorter state root or instance id",
+            taken=f"state directory {self.path} already exists: an instance with this id is "
+            "running or was left behind; reap it first (backend.reap)",
+        )  # fmt: skip
         write_private(self.run / Path(layout.TOKEN_FILE).name, token + "\n")
         write_private(self.run / Path(layout.AGENT_ENV_FILE).name, layout.env_file(env))
 
@@ -108,6 +101,26 @@ def scan(root: Path) -> Iterator[StateDir]:
     for entry in sorted(root.iterdir()):
         if entry.is_dir() and ID_PATTERN.fullmatch(entry.name):
             yield StateDir(entry)
+
+
+def create_private(top: Path, inner: str, *, socket: Path, too_long: str, taken: str) -> Path:
+    """One instance's private directory ``top`` and ``top/inner`` (both 0700), made for it alone.
+
+    Used for the state directory (``StateDir.create``) and the jail's chroot
+    (``firecracker/jail.py``). Refuses, with ``too_long``, when ``socket`` (the
+    longest Unix socket path that will be made inside) exceeds sun_path, and,
+    with ``taken``, a ``top`` that exists: ``mkdir`` either makes it or fails,
+    so two starts of one instance id never share it. Returns ``top/inner``.
+    """
+    if len(str(socket).encode()) >= UNIX_PATH_MAX:
+        raise VmError(too_long)
+    top.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        top.mkdir(mode=0o700)
+    except FileExistsError:
+        raise VmError(taken) from None
+    (top / inner).mkdir(mode=0o700)
+    return top / inner
 
 
 def write_private(path: Path, text: str) -> None:

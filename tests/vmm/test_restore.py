@@ -1,5 +1,5 @@
-"""The restore contract (restore.py) on the fake backend: the snapshot store, the clones'
-identity refresh with the real agent, and the evidence when a restored agent is deaf.
+"""The restore contract (restore.py) on the fake backend: the snapshot store (snapshotdir.py),
+the clones' identity refresh with the real agent, and the evidence when a restored agent is deaf.
 
 The QEMU and Firecracker tests run the same contract with real memory snapshots.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from remotecli.errors import NotReady
 from remotecli.testbed import fake_cli_bin_dir
-from remotecli.vmm import restore
+from remotecli.vmm import snapshotdir
 from remotecli.vmm.agentclient import AgentClient, AgentRequestError
 from remotecli.vmm.base import RESTORE_SKIPPED, Deadlines, InstanceSpec, Phase, Snapshot
 from remotecli.vmm.fake.backend import FakeBackend, FakeFault, FakeInstance
@@ -36,7 +36,7 @@ def backend(state_root: Path) -> FakeBackend:
 
 @pytest.fixture
 async def golden(backend: FakeBackend, tmp_path: Path) -> Snapshot:
-    store = restore.SnapshotStore(tmp_path / "snapshots")
+    store = snapshotdir.SnapshotStore(tmp_path / "snapshots")
     golden_spec = spec("golden")
     snapshot, made = await store.ensure(
         "fake-test", lambda d: backend.create_snapshot(golden_spec, d)
@@ -48,7 +48,7 @@ async def golden(backend: FakeBackend, tmp_path: Path) -> Snapshot:
 async def test_store_makes_a_snapshot_once_and_keeps_the_golden_token_private(
     backend: FakeBackend, tmp_path: Path
 ) -> None:
-    store = restore.SnapshotStore(tmp_path / "snapshots")
+    store = snapshotdir.SnapshotStore(tmp_path / "snapshots")
     calls: list[Path] = []
 
     async def make(directory: Path) -> Snapshot:
@@ -59,14 +59,14 @@ async def test_store_makes_a_snapshot_once_and_keeps_the_golden_token_private(
     again, made_again = await store.ensure("fake-once", make)
     assert (made, made_again, len(calls)) == (True, False, 1)
     assert again == first and first.directory == store.path("fake-once")
-    meta = first.directory / restore.META
+    meta = first.directory / snapshotdir.META
     assert oct(meta.stat().st_mode & 0o777) == "0o600"
     assert sorted(p.name for p in store.root.iterdir()) == [".lock", "fake-once"]
     assert set(first.boot_phases) >= {"VMM_STARTED", "AGENT_READY"}
 
 
 async def test_a_failed_make_leaves_nothing(tmp_path: Path) -> None:
-    store = restore.SnapshotStore(tmp_path / "snapshots")
+    store = snapshotdir.SnapshotStore(tmp_path / "snapshots")
 
     async def broken(directory: Path) -> Snapshot:
         (directory / "half-written").write_text("x")

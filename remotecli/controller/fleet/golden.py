@@ -31,7 +31,7 @@ from typing import Any, cast
 
 from remotecli.errors import RemoteCliError
 from remotecli.vmm.base import Backend, Deadlines, InstanceSpec, Snapshot, SnapshotBackend
-from remotecli.vmm.restore import SnapshotStore
+from remotecli.vmm.snapshotdir import SnapshotStore
 
 log = logging.getLogger(__name__)
 

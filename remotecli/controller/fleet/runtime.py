@@ -9,6 +9,8 @@
 - The image: ``settings.image``; else, in demo/test mode, the test image
   (built on first use, ~1 min); else the newest sealed image with real CLIs.
   The fake backend needs none (it runs the agent from this checkout).
+- The VM backends (qemu, firecracker) are handed the loader of the image's VM
+  artifacts (``vmm/artifacts.py``: built on an instance's first boot, then cached).
 
 Instances keep their host-side files under ``<state_dir>/<backend>/<instance>``:
 one root per backend, so each backend only ever lists and reaps its own.
@@ -27,6 +29,7 @@ from remotecli.errors import BackendUnavailable, ImageError
 from remotecli.images.build import ensure_test_image
 from remotecli.images.store import MANIFEST, ROOTFS, list_images, load_image
 from remotecli.vmm import hostcheck, statedir
+from remotecli.vmm.artifacts import golden_artifacts
 from remotecli.vmm.base import Backend
 from remotecli.vmm.fake.backend import FakeBackend
 from remotecli.vmm.firecracker.backend import FirecrackerBackend
@@ -119,12 +122,14 @@ def make_backend(
         return NspawnBackend(root)
     if name == "qemu":
         ports = sorted(set((guest_services or {}).values()))
-        return QemuBackend(root, forwards=[GuestForward(p) for p in ports])
+        return QemuBackend(
+            root, artifacts=golden_artifacts, forwards=[GuestForward(p) for p in ports]
+        )
     if name == "firecracker":
         jailer = settings.firecracker_jailer
         if jailer is None:
             jailer = settings.environment == "production"
-        return FirecrackerBackend(root, jailer=jailer)
+        return FirecrackerBackend(root, artifacts=golden_artifacts, jailer=jailer)
     if name == "fake":
         # The fake backend runs the agent on this host: with the CLIs the composition
         # root hands it (the test bed's fakes in demo/test mode), else those on PATH.

@@ -46,13 +46,16 @@ from pathlib import Path
 from remotecli.errors import NotReady, VmError
 from remotecli.images import layout
 from remotecli.vmm import lifecycle, readiness, statedir
+from remotecli.vmm.artifacts import golden_artifacts
 from remotecli.vmm.base import (
     RESTORE_SKIPPED,
+    ArtifactsFor,
     InstanceSpec,
     InstanceState,
     Phase,
     Readiness,
     UnitState,
+    VmArtifacts,
 )
 from remotecli.vmm.endpoint import AgentEndpoint
 from remotecli.vmm.firecracker import binaries as fcbin
@@ -61,13 +64,7 @@ from remotecli.vmm.firecracker import jail as fcjail
 from remotecli.vmm.firecracker import launch as fcproc
 from remotecli.vmm.firecracker import snapshot as fcsnapshot
 from remotecli.vmm.firecracker.api import ApiClient
-from remotecli.vmm.firecracker.boot import (
-    BOOT_ARGS,
-    ArtifactsFor,
-    VmArtifacts,
-    boot_args,
-    golden_artifacts,
-)
+from remotecli.vmm.firecracker.boot import BOOT_ARGS, boot_args
 from remotecli.vmm.firecracker.jail import Jail, JailConfig
 from remotecli.vmm.firecracker.netns import VmNetwork
 from remotecli.vmm.firecracker.snapshot import (
@@ -79,7 +76,7 @@ from remotecli.vmm.firecracker.snapshot import (
 from remotecli.vmm.vmmproc import VmmProcess
 
 __all__ = ["FirecrackerBackend", "FirecrackerInstance", "JailConfig", "SnapshotFiles"]
-__all__ += ["BOOT_ARGS", "ArtifactsFor", "VmArtifacts", "boot_args", "golden_artifacts"]
+__all__ += ["BOOT_ARGS", "boot_args"]
 
 STATE_ROOT = Path("/run/remotecli/instances")
 #: Where every firecracker process sees its own state directory (see the module docstring).

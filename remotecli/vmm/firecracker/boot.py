@@ -1,49 +1,23 @@
 """What a cold boot hands Firecracker: the VM artifacts, the kernel command line, the config drive.
 
-The artifacts (kernel ELF, initrd, golden root disk, cmdline) come from
-``images/vm.py``; ``checked_artifacts`` names a missing one before anything
-is made for the VM.
+The artifacts (``base.VmArtifacts``: kernel ELF, initrd, golden root disk,
+cmdline) come from the loader the backend is given (``vmm/artifacts.py``);
+``checked_artifacts`` names a missing one before anything is made for the VM.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
 
 from remotecli.errors import VmError
-from remotecli.images import store
-from remotecli.vmm.base import InstanceSpec
+from remotecli.images import configdisk
+from remotecli.vmm.base import VmArtifacts
 
 #: Appended to the image's cmdline unless it sets them: serial console, reboot = exit,
 #: panic = reboot after 1 s (a dead guest ends the process: evidence, not a hang),
 #: no PCI probing (Firecracker has virtio-mmio only; saves ~100 ms of boot).
 BOOT_ARGS = ("console=ttyS0", "reboot=k", "panic=1", "pci=off")
-
-
-class VmArtifacts(Protocol):
-    """What a VM boots (``images/vm.py``'s ``VmArtifacts`` has these and more)."""
-
-    @property
-    def disk(self) -> Path: ...
-    @property
-    def vmlinux(self) -> Path: ...
-    @property
-    def initrd(self) -> Path | None: ...
-    @property
-    def cmdline(self) -> str: ...
-
-
-ArtifactsFor = Callable[[InstanceSpec], Awaitable[VmArtifacts]]
-
-
-async def golden_artifacts(spec: InstanceSpec) -> VmArtifacts:
-    """The golden image's VM artifacts (built by ``images/vm.py`` on first use)."""
-    vm = importlib.import_module("remotecli.images.vm")
-    image = store.load_image(spec.image.parent)
-    artifacts: VmArtifacts = await vm.ensure_vm_artifacts(image)
-    return artifacts
 
 
 def boot_args(cmdline: str) -> str:
@@ -55,7 +29,6 @@ def boot_args(cmdline: str) -> str:
 
 def write_config_disk(path: Path, token: str, env: Mapping[str, str]) -> None:
     """The config drive (``images/configdisk.py``): the initramfs unpacks it into /run/agent."""
-    configdisk = importlib.import_module("remotecli.images.configdisk")
     configdisk.write_config_disk(path, token=token, env=dict(env))
 
 

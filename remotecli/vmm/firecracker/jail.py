@@ -176,21 +176,14 @@ class Jail:
 
     def create(self) -> None:
         """The empty chroot; refuses one that exists (a VM with this id runs or was left)."""
-        limit = statedir.UNIX_PATH_MAX - 1
-        if len(str(self.root / "api.sock").encode()) > limit:
-            raise VmError(
-                f"the jail's sockets under {self.root} would be longer than a Unix socket "
-                f"path may be ({limit} bytes): use a shorter chroot_base or instance id"
-            )
-        self.top.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.top.mkdir(mode=0o700)
-        except FileExistsError:
-            raise VmError(
-                f"jail {self.top} already exists: a VM with this id runs or was left behind; "
-                "reap it first (backend.reap)"
-            ) from None
-        self.root.mkdir(mode=0o700)
+        statedir.create_private(
+            self.top, self.root.name, socket=self.root / "api.sock",
+            too_long=f"the jail's sockets under {self.root} would be longer than a Unix socket "
+            f"path may be ({statedir.UNIX_PATH_MAX - 1} bytes): use a shorter chroot_base or "
+            "instance id",
+            taken=f"jail {self.top} already exists: a VM with this id runs or was left behind; "
+            "reap it first (backend.reap)",
+        )  # fmt: skip
 
     def place(self, src: Path, name: str) -> Path:
         """``src`` at ``root/name`` for reading: a hard link if firecracker can read it as it

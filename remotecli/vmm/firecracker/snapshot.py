@@ -1,6 +1,6 @@
 """Firecracker snapshot directories: what one holds, how it is read back, how disks are copied.
 
-A snapshot directory (``SnapshotFiles``)::
+A snapshot directory (``SnapshotFiles``; made and stored by ``snapshotdir.py``)::
 
     <directory>/
         snapshot.json   format, paths recorded in the VM state, golden token (0600)
@@ -29,14 +29,14 @@ from typing import Any, ClassVar, Protocol
 
 from remotecli import proc
 from remotecli.errors import VmError
-from remotecli.vmm import statedir
+from remotecli.vmm import snapshotdir, statedir
 from remotecli.vmm.base import InstanceSpec
 from remotecli.vmm.firecracker import binaries as fcbin
 from remotecli.vmm.firecracker.api import ApiClient
 from remotecli.vmm.firecracker.jail import Jail
+from remotecli.vmm.snapshotdir import SNAPSHOT_FORMAT
 
 SNAPSHOT_META = "snapshot.json"
-SNAPSHOT_FORMAT = 1
 COPY_TIMEOUT = 300.0
 
 
@@ -96,9 +96,9 @@ class SnapshotFiles:
             raise VmError(
                 f"{directory / SNAPSHOT_META}: not a format-{SNAPSHOT_FORMAT} Firecracker snapshot"
             )
-        for name in (cls.VMSTATE, cls.MEMORY, cls.DISK, cls.CONFIG):
-            if not (directory / name).is_file():
-                raise VmError(f"snapshot {directory} lacks {name}")
+        lacking = snapshotdir.missing(directory, (cls.VMSTATE, cls.MEMORY, cls.DISK, cls.CONFIG))
+        if lacking:
+            raise VmError(f"snapshot {directory} lacks {lacking[0]}")
         return cls(
             "firecracker", directory, Path(meta.get("image") or "/"),
             str(meta.get("golden_token") or ""), dict(meta.get("boot_phases") or {}), meta,
@@ -120,9 +120,10 @@ class SnapshotFiles:
 
 
 def new_snapshot_dir(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    """``snapshotdir.create``: a new or empty directory (one that holds a snapshot says so)."""
     if (directory / SNAPSHOT_META).exists():
         raise VmError(f"{directory} already holds a snapshot")
+    snapshotdir.create(directory)
 
 
 def write_meta(directory: Path, meta: Mapping[str, Any]) -> SnapshotFiles:

@@ -41,7 +41,7 @@ port to the guest (``guestfwd`` at 10.0.2.100, each connection piped by
 to AGENT_READY here), and then ``spec.deadlines`` are multiplied by
 ``TCG_DEADLINE_FACTOR`` when the caller left them at their defaults.
 
-**Snapshots** (``qemusnap.py``). ``create_snapshot`` boots cold to AGENT_READY, ``stop``s the
+**Snapshots** (``snapshot.py``). ``create_snapshot`` boots cold to AGENT_READY, ``stop``s the
 VM, migrates its state to ``<snapshot>/state`` (``exec:cat > FILE``: QEMU
 7.2 has no ``file:`` URI), copies its overlay (flushed by the stop) to
 ``<snapshot>/disk.qcow2`` and destroys it. A clone gets a new overlay
@@ -56,21 +56,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import shlex
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from remotecli import proc
 from remotecli.errors import CommandFailed, NotReady, VmError
-from remotecli.images import layout, store
+from remotecli.images import configdisk, layout
 from remotecli.vmm import hostcheck, lifecycle, readiness, statedir
+from remotecli.vmm.artifacts import golden_artifacts
 from remotecli.vmm.base import (
+    ArtifactsFor,
     Deadlines,
     InstanceSpec,
     InstanceState,
@@ -78,6 +79,7 @@ from remotecli.vmm.base import (
     Readiness,
     Snapshot,
     UnitState,
+    VmArtifacts,
 )
 from remotecli.vmm.endpoint import AgentEndpoint, free_tcp_port
 from remotecli.vmm.qemu import snapshot as qemusnap
@@ -104,33 +106,6 @@ PORT_ATTEMPTS = 3
 #: QEMU has nothing to shut down cleanly (the overlay is thrown away): SIGTERM, then SIGKILL.
 STOP_SECONDS = 5.0
 QEMU_IMG_TIMEOUT = 60.0
-
-
-class VmArtifacts(Protocol):
-    """What a VM boots (``images/vm.py``'s ``VmArtifacts`` has these and more)."""
-
-    @property
-    def directory(self) -> Path: ...
-    @property
-    def disk(self) -> Path: ...
-    @property
-    def vmlinuz(self) -> Path: ...
-    @property
-    def initrd(self) -> Path: ...
-    @property
-    def cmdline(self) -> str: ...
-    @property
-    def kernel_version(self) -> str: ...
-
-
-ArtifactsFor = Callable[[InstanceSpec], Awaitable[VmArtifacts]]
-
-
-async def golden_artifacts(spec: InstanceSpec) -> VmArtifacts:
-    """The golden image's VM artifacts (built by ``images/vm.py`` on first use, then cached)."""
-    vm = importlib.import_module("remotecli.images.vm")
-    artifacts: VmArtifacts = await vm.ensure_vm_artifacts(store.load_image(spec.image.parent))
-    return artifacts
 
 
 @dataclass(frozen=True)
@@ -289,6 +264,11 @@ class QemuInstance:
         self.state = InstanceState.STARTING
 
     def _machine(self, artifacts: VmArtifacts) -> dict[str, Any]:
+        if artifacts.initrd is None:
+            raise VmError(
+                f"the VM artifacts in {artifacts.directory} have no initramfs: the qemu "
+                "backend boots the image's /init from one (rdinit=/init)"
+            )
         return {
             "accel": self.backend.accel,
             "memory_mib": self.spec.memory_mib,
@@ -325,7 +305,6 @@ class QemuInstance:
             base, fmt = snapshot.directory / DISK, "qcow2"
         await qemu_img_overlay(base, fmt, d / DISK)
         self.timings["overlay"] = time.monotonic() - t
-        configdisk = importlib.import_module("remotecli.images.configdisk")
         configdisk.write_config_disk(d / CONFIG, token=self.spec.agent_token, env=env)
         if snapshot is not None:
             # The guest saw a drive of this size when it was saved; keep the device identical.

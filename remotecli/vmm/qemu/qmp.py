@@ -1,38 +1,49 @@
-"""A small asyncio client for QEMU's machine protocol (QMP) on a Unix socket.
+"""QEMU's machine protocol (QMP), spoken through the QEMU project's own asyncio library.
 
-QMP is JSON lines: on connect QEMU sends a greeting (``{"QMP": {...}}``), the
-client must send ``qmp_capabilities`` before anything else, then each
-``{"execute": ..., "id": N}`` gets ``{"return": ..., "id": N}`` or
-``{"error": {"class": ..., "desc": ...}, "id": N}``. Asynchronous events
-(``STOP``, ``RESUME``, ``SHUTDOWN``, ``MIGRATION``...) arrive in between at
-any time; they are recorded in ``QmpClient.events`` and otherwise ignored.
+``qemu.qmp.QMPClient`` (PyPI ``qemu.qmp``) does the protocol: QEMU's greeting,
+``qmp_capabilities``, each ``{"execute": ..., "id": N}`` matched to its answer,
+asynchronous events (``STOP``, ``MIGRATION``...) routed apart from answers
+(we keep none: the backend polls ``query-status`` and ``query-migrate``).
+``QmpClient`` adds what the backend needs around it:
 
-Commands go one at a time (a lock), so a response is simply the next line
-with our id. ``QmpError`` (a ``VmError``, in the tree drawn in
-``remotecli/errors.py``) carries QEMU's own ``desc`` text, the command and
-its arguments.
+- ``connect`` retries until the socket answers: QEMU makes it while it starts
+  and the library tries once. ``alive`` ends the wait when QEMU is gone.
+- every command has a deadline (the library would wait for ever);
+- the library's errors are translated here, at the boundary, into ``QmpError``
+  (a ``VmError``, code ``qmp_error``, in the tree drawn in ``remotecli/errors.py``)
+  carrying QEMU's own ``desc``, the command and its arguments: callers see our
+  error tree, not the library's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from qemu.qmp import (
+    ConnectError,
+    ExecInterruptedError,
+    ExecuteError,
+    Message,
+    QMPClient,
+    QMPError,
+    Runstate,
+    StateError,
+)
 
 from remotecli.errors import VmError
 
 COMMAND_TIMEOUT = 10.0
-#: Responses are small JSON (query-migrate, query-status); a device tree would be larger.
+#: Answers are small JSON (query-migrate, query-status); a device tree would be larger.
 LINE_LIMIT = 1 << 20
-#: Events kept for evidence; a VM that is running prints few.
-MAX_EVENTS = 200
 RETRY_SECONDS = 0.02
+#: What a command finds once QEMU hung up (the library saw end-of-file and disconnected).
+CLOSED = "QEMU closed the QMP connection (it exited?)"
 
 
 class QmpError(VmError):
@@ -65,30 +76,15 @@ class QmpError(VmError):
         }
 
 
-@dataclass
 class QmpClient:
-    socket: Path
-    timeout: float = COMMAND_TIMEOUT
-    #: QEMU's greeting (its version and capabilities), once connected.
-    greeting: dict[str, Any] = field(default_factory=dict)
-    #: Asynchronous events received so far, oldest first (bounded).
-    events: list[dict[str, Any]] = field(default_factory=list)
-    _reader: asyncio.StreamReader | None = None
-    _writer: asyncio.StreamWriter | None = None
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One VM's QMP connection on the Unix socket ``socket`` (QEMU's ``-qmp unix:...``)."""
 
-    @property
-    def connected(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
-
-    @property
-    def version(self) -> str:
-        """QEMU's version from the greeting (``7.2.22``), or "" before connecting."""
-        qemu = self.greeting.get("QMP", {}).get("version", {}).get("qemu", {})
-        if not qemu:
-            return ""
-        return f"{qemu.get('major')}.{qemu.get('minor')}.{qemu.get('micro')}"
+    def __init__(self, socket: Path, timeout: float = COMMAND_TIMEOUT) -> None:
+        self.socket = socket
+        self.timeout = timeout
+        #: QEMU's version from its greeting (``7.2.22``), or "" before connecting.
+        self.version = ""
+        self._client: QMPClient | None = None
 
     async def connect(self, within: float, *, alive: Callable[[], bool] = lambda: True) -> float:
         """Connect, read the greeting, negotiate capabilities; retry until ``within`` seconds.
@@ -100,14 +96,22 @@ class QmpClient:
         started = time.monotonic()
         last = "the socket does not exist yet"
         while True:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    reader, writer = await asyncio.open_unix_connection(
-                        str(self.socket), limit=LINE_LIMIT
-                    )
-                break
-            except (OSError, TimeoutError) as exc:
-                last = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            client = QMPClient(readbuflen=LINE_LIMIT)
+            # Its default listener keeps every event for ever (a queue and a history): we
+            # read none, and a guest can make QEMU send them (RTC_CHANGE, up to one a second).
+            client.events.event_filter = _no_event
+            # Only once the socket exists: each failed try is an error line in the library's log.
+            if self.socket.exists():
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await client.connect(str(self.socket))
+                    break
+                except TimeoutError as exc:
+                    raise QmpError("greeting", f"no greeting on the QMP socket ({exc!r})") from exc
+                except ConnectError as exc:
+                    if not isinstance(exc.exc, OSError):  # QEMU answered, but not as QMP
+                        raise _session_error(exc) from exc
+                    last = exc.exc.strerror or str(exc.exc) or type(exc.exc).__name__
             waited = time.monotonic() - started
             if not alive():
                 raise QmpError("connect", f"QEMU exited before its QMP socket answered ({last})")
@@ -116,20 +120,8 @@ class QmpClient:
                     "connect", f"{self.socket} did not answer within {within:.1f} s ({last})"
                 )
             await asyncio.sleep(RETRY_SECONDS)
-        self._reader, self._writer = reader, writer
-        try:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    greeting = await self._read("greeting")
-            except (OSError, TimeoutError) as exc:
-                raise QmpError("greeting", f"no greeting on the QMP socket ({exc!r})") from exc
-            if "QMP" not in greeting:
-                raise QmpError("greeting", f"expected QEMU's greeting, got {greeting}")
-            self.greeting = greeting
-            await self.execute("qmp_capabilities")
-        except BaseException:
-            await self.close()
-            raise
+        self._client = client
+        self.version = _version(client)
         return time.monotonic() - started
 
     async def execute(
@@ -140,70 +132,54 @@ class QmpClient:
         timeout: float | None = None,
     ) -> Any:
         """Run one command; return its ``return`` value; raise ``QmpError`` with QEMU's words."""
-        if self._writer is None:
+        client = self._client
+        if client is None:
             raise QmpError(command, "not connected", arguments=arguments)
-        async with self._lock:
-            request_id = next(self._ids)
-            message: dict[str, Any] = {"execute": command, "id": request_id}
-            if arguments:
-                message["arguments"] = dict(arguments)
-            try:
-                async with asyncio.timeout(timeout or self.timeout):
-                    self._writer.write(json.dumps(message).encode() + b"\n")
-                    await self._writer.drain()
-                    while True:
-                        reply = await self._read(command, arguments)
-                        if reply.get("id") == request_id:
-                            break
-            except TimeoutError:
-                raise QmpError(
-                    command,
-                    f"no answer within {timeout or self.timeout:.1f} s",
-                    arguments=arguments,
-                ) from None
-            except OSError as exc:
-                raise QmpError(
-                    command, f"the QMP connection broke: {exc}", arguments=arguments
-                ) from exc
-        if "error" in reply:
-            error = reply["error"]
+        if client.runstate is not Runstate.RUNNING:
+            raise QmpError(command, CLOSED, arguments=arguments)
+        limit = timeout or self.timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await client.execute(command, arguments)
+        except ExecuteError as exc:
             raise QmpError(
                 command,
-                str(error.get("desc", error)),
-                error_class=error.get("class"),
+                exc.error.error.desc,
+                error_class=exc.error_class,
                 arguments=arguments,
-            )
-        return reply.get("return")
-
-    async def _read(self, command: str, arguments: Mapping[str, Any] | None = None) -> Any:
-        """The next non-event message; events on the way are recorded."""
-        assert self._reader is not None
-        while True:
-            line = await self._reader.readline()
-            if not line:
-                raise QmpError(
-                    command, "QEMU closed the QMP connection (it exited?)", arguments=arguments
-                )
-            try:
-                message = json.loads(line)
-            except ValueError:
-                raise QmpError(
-                    command, f"QEMU sent a line that is not JSON: {line[:200]!r}"
-                ) from None
-            if not isinstance(message, dict):
-                raise QmpError(command, f"QEMU sent {message!r}, not an object")
-            if "event" in message:
-                self.events.append(message)
-                del self.events[:-MAX_EVENTS]
-                continue
-            return message
-
-    def saw(self, event: str) -> bool:
-        return any(e.get("event") == event for e in self.events)
+            ) from exc
+        except (ExecInterruptedError, StateError) as exc:
+            raise QmpError(command, CLOSED, arguments=arguments) from exc
+        except TimeoutError:
+            why = f"no answer within {limit:.1f} s"
+            raise QmpError(command, why, arguments=arguments) from None
+        except QMPError as exc:  # a reply the library could not parse or route
+            raise QmpError(command, str(exc), arguments=arguments) from exc
 
     async def close(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        """Hang up (idempotent)."""
+        client, self._client = self._client, None
+        if client is not None:
+            # Raises what ended the connection (QEMU's end-of-file, a reset): the VM is
+            # going away, so that is no news.
+            with contextlib.suppress(QMPError, OSError, EOFError):
+                await client.disconnect()
+
+
+def _no_event(event: Message) -> bool:
+    return False
+
+
+def _session_error(exc: ConnectError) -> QmpError:
+    """The socket answered but the session failed: EOF (QEMU exited), a bad greeting..."""
+    if isinstance(exc.exc, EOFError):
+        return QmpError("greeting", CLOSED)
+    return QmpError("greeting", str(exc.exc))
+
+
+def _version(client: QMPClient) -> str:
+    greeting = client.greeting
+    qemu = greeting.QMP.version.get("qemu") if greeting is not None else None
+    if not isinstance(qemu, Mapping):
+        return ""
+    return f"{qemu.get('major')}.{qemu.get('minor')}.{qemu.get('micro')}"

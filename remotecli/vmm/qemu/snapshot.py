@@ -4,7 +4,8 @@
 (``exec:cat > FILE``: QEMU 7.2 has no ``file:`` URI), copies its overlay
 (flushed by the stop) to ``<snapshot>/disk.qcow2`` and records the machine
 (memory, vCPUs, accel, kernel, disk) a clone must reuse. Restoring is
-``qemu.py``'s: ``-S -incoming "exec:cat STATE"``, then ``cont``.
+``backend.py``'s: ``-S -incoming "exec:cat STATE"``, then ``cont``. ``save``
+sees the VM through ``Saving`` (what it reads and sends), not the backend.
 """
 
 from __future__ import annotations
@@ -14,23 +15,60 @@ import shlex
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from remotecli import proc
 from remotecli.errors import VmError
-from remotecli.vmm import restore, statedir
-from remotecli.vmm.base import InstanceState, Snapshot
+from remotecli.vmm import snapshotdir, statedir
+from remotecli.vmm.base import InstanceSpec, InstanceState, Readiness, Snapshot
+from remotecli.vmm.snapshotdir import SNAPSHOT_FORMAT
 
-if TYPE_CHECKING:
-    from remotecli.vmm.qemu.backend import QemuInstance
-
-SNAPSHOT_FORMAT = 1
 #: In a snapshot: the migrated state. In an instance's state dir and a snapshot: the disk.
 STATE_FILE = "state"
 DISK = "disk.qcow2"
 #: In an instance's state dir: the config disk (its size is recorded in the snapshot).
 CONFIG = "config.disk"
 MIGRATE_TIMEOUT = 300.0
+
+
+class Monitor(Protocol):
+    """The QMP connection ``save`` speaks through (``QemuInstance.qmp``)."""
+
+    @property
+    def version(self) -> str:
+        """QEMU's version (``7.2.22``), recorded in the snapshot."""
+        ...
+
+    async def execute(self, command: str, arguments: Mapping[str, Any] | None = None) -> Any: ...
+
+
+class Saving(Protocol):
+    """What ``save`` needs of a ready VM (``QemuInstance``)."""
+
+    @property
+    def spec(self) -> InstanceSpec: ...
+    @property
+    def state(self) -> InstanceState: ...
+    @property
+    def readiness(self) -> Readiness: ...
+    @property
+    def qmp(self) -> Monitor: ...
+    @property
+    def dir(self) -> statedir.StateDir:
+        """Its state directory: the overlay (``DISK``) and the config disk (``CONFIG``)."""
+        ...
+
+    @property
+    def machine(self) -> Mapping[str, Any]:
+        """The machine a clone must reuse (memory, vCPUs, accel, kernel, disks)."""
+        ...
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per step: ``save`` adds ``save_state`` and ``save_disk``."""
+        ...
+
+    def evidence(self) -> str: ...
 
 
 def check_snapshot(snapshot: Snapshot) -> None:
@@ -40,7 +78,7 @@ def check_snapshot(snapshot: Snapshot) -> None:
             f"{snapshot.directory} is a {snapshot.backend} snapshot (format "
             f"{snapshot.meta.get('format')}), not a format-{SNAPSHOT_FORMAT} qemu one"
         )
-    missing = [n for n in (STATE_FILE, DISK) if not (snapshot.directory / n).is_file()]
+    missing = snapshotdir.missing(snapshot.directory, (STATE_FILE, DISK))
     missing += [p for p in snapshot.meta.get("boot_files", ()) if not Path(p).is_file()]
     if missing:
         raise VmError(
@@ -50,7 +88,7 @@ def check_snapshot(snapshot: Snapshot) -> None:
 
 
 async def save(
-    vm: QemuInstance, directory: Path, *, boot_phases: Mapping[str, float] | None = None
+    vm: Saving, directory: Path, *, boot_phases: Mapping[str, float] | None = None
 ) -> Snapshot:
     """Stop ``vm`` and write its state + disk into ``directory``; it stays stopped.
 
@@ -59,7 +97,7 @@ async def save(
     """
     if vm.state is not InstanceState.READY:
         raise VmError(f"instance {vm.spec.instance_id} is {vm.state}: save a ready VM")
-    _new_snapshot_dir(directory)
+    snapshotdir.create(directory)
     t = time.monotonic()
     await vm.qmp.execute("stop")
     state = directory / STATE_FILE
@@ -93,11 +131,11 @@ async def save(
         golden_token=vm.spec.agent_token,
         boot_phases=dict(boot_phases or vm.readiness.durations()), meta=meta,
     )  # fmt: skip
-    restore.write_meta(snapshot)
+    snapshotdir.write_meta(snapshot)
     return snapshot
 
 
-async def _migration_done(vm: QemuInstance) -> dict[str, Any]:
+async def _migration_done(vm: Saving) -> dict[str, Any]:
     end = time.monotonic() + MIGRATE_TIMEOUT
     while True:
         info: dict[str, Any] = await vm.qmp.execute("query-migrate")
@@ -112,9 +150,3 @@ async def _migration_done(vm: QemuInstance) -> dict[str, Any]:
         if time.monotonic() > end:
             raise VmError(f"saving {vm.spec.instance_id}'s state took over {MIGRATE_TIMEOUT} s")
         await asyncio.sleep(0.01)
-
-
-def _new_snapshot_dir(directory: Path) -> None:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if any(directory.iterdir()):
-        raise VmError(f"{directory} is not empty: a snapshot goes into a new directory")

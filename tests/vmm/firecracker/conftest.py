@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from remotecli.vmm import hostcheck
-from remotecli.vmm.base import Deadlines, InstanceSpec, Phase
+from remotecli.vmm.base import Deadlines, InstanceSpec, Phase, VmArtifacts
 from remotecli.vmm.firecracker import binaries as fcbin
-from remotecli.vmm.firecracker.backend import FirecrackerBackend, FirecrackerInstance, VmArtifacts
+from remotecli.vmm.firecracker.backend import FirecrackerBackend, FirecrackerInstance
 from tests.vmm.lab import failed, teardown
 
 NEEDS_HW_VIRT = "needs hardware virtualization (VT-x/AMD-V); this host: " + (
@@ -39,10 +39,16 @@ def hardware_virt() -> bool:
 
 @dataclass(frozen=True)
 class Artifacts:
+    """``base.VmArtifacts`` with files of the test's choosing (a small disk, a junk kernel)."""
+
     disk: Path
     vmlinux: Path
     initrd: Path | None
     cmdline: str
+    #: Firecracker boots the ELF ``vmlinux`` and reads none of these.
+    vmlinuz: Path = Path("/nonexistent/vmlinuz")
+    kernel_version: str = ""
+    directory: Path = Path("/nonexistent")
 
 
 @pytest.fixture(scope="session")

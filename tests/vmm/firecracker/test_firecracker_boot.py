@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from remotecli.errors import NotReady
-from remotecli.vmm.base import Deadlines, Phase
+from remotecli.vmm.base import Deadlines, Phase, VmArtifacts
 from remotecli.vmm.firecracker import binaries as fcbin
-from remotecli.vmm.firecracker.backend import FirecrackerBackend, VmArtifacts
+from remotecli.vmm.firecracker.backend import FirecrackerBackend
 from tests.vmm.firecracker.conftest import NEEDS_HW_VIRT, FcLab, hardware_virt
 
 pytestmark = [pytest.mark.anyio]

@@ -141,6 +141,7 @@ class Artifacts:
     directory: Path
     disk: Path
     vmlinuz: Path
+    vmlinux: Path
     initrd: Path
     cmdline: str
     kernel_version: str
@@ -149,8 +150,8 @@ class Artifacts:
 def backend_with(qlab: QemuLab, vm_image: VmImage, **changes: object) -> QemuBackend:
     real = vm_image.artifacts
     fake = replace(
-        Artifacts(real.directory, real.disk, real.vmlinuz, real.initrd, real.cmdline,
-                  real.kernel_version),
+        Artifacts(real.directory, real.disk, real.vmlinuz, real.vmlinux, real.initrd,
+                  real.cmdline, real.kernel_version),
         **changes,  # type: ignore[arg-type]
     )  # fmt: skip
 
