@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -43,6 +42,7 @@ from remotecli.vmm.base import Backend, Deadlines
 from tests.conftest import PASSWORD, USER
 from tests.controller.harness import RunningController, new_token, run_controller
 from tests.controller.vm_harness import FAST
+from tests.support.poll import eventually
 
 T = TypeVar("T")
 
@@ -127,12 +127,12 @@ class Harness:
     def wait_for(
         self, client: httpx.Client, session_id: str, phases: set[str], seconds: float = 30.0
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + seconds
-        while True:
+        def reached() -> dict[str, Any]:
             body: dict[str, Any] = client.get(f"/api/auth/sessions/{session_id}").json()
-            if body["phase"] in phases or time.monotonic() > deadline:
-                return body
-            time.sleep(0.05)
+            assert body["phase"] in phases, body
+            return body
+
+        return eventually(f"login {session_id} to reach {sorted(phases)}", reached, seconds)
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from fastapi import APIRouter
 from remotecli.controller.context import Shutdown, Startup
 from remotecli.controller.settings import Settings
 from remotecli.server.app import create_app
+from tests.support.poll import NotYet, eventually
 
 
 @dataclass
@@ -63,13 +63,16 @@ def run_controller(
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
+
+    def started() -> bool:
         if not thread.is_alive():
             raise RuntimeError("the controller exited during start-up (see the log above)")
-        if time.monotonic() > deadline:
-            raise RuntimeError("the controller did not start within 60 s")
-        time.sleep(0.01)
+        return bool(server.started)
+
+    try:
+        eventually("the controller to start", started, 60, interval=0.01)
+    except NotYet:
+        raise RuntimeError("the controller did not start within 60 s") from None
     port = server.servers[0].sockets[0].getsockname()[1]
     token = Path(settings.state_dir / "admin.token").read_text().strip()
     running = RunningController(f"http://127.0.0.1:{port}", settings, token)

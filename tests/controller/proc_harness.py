@@ -28,7 +28,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,8 @@ from remotecli.vmm import statedir
 from remotecli.vmm.base import Deadlines, Phase
 from tests.controller.auth_support import answer_for
 from tests.controller.harness import new_token
-from tests.controller.vm_harness import REPO, poll
+from tests.controller.vm_harness import REPO
+from tests.support.poll import NotYet, eventually
 
 SETTINGS_ENV = "RCLI_TEST_PROC_SETTINGS"
 TESTBED_ENV = "RCLI_TEST_PROC_TESTBED"
@@ -137,25 +137,23 @@ class ControllerProcess:
             raise
 
     def _wait_healthy(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.url, timeout=5) as probe:
-            while True:
+
+            def healthy() -> bool:
                 if proc.poll() is not None:
-                    raise AssertionError(
+                    raise RuntimeError(
                         f"the controller exited ({proc.returncode}) while starting:\n"
                         + self.log_path.read_text(errors="replace")[-4000:]
                     )
-                try:
-                    if probe.get("/api/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"the controller did not answer /api/health within {timeout} s:\n"
-                        + self.log_path.read_text(errors="replace")[-4000:]
-                    )
-                time.sleep(0.05)
+                return probe.get("/api/health").status_code == 200
+
+            try:
+                eventually("/api/health", healthy, timeout, retry_on=(httpx.TransportError,))
+            except NotYet as exc:
+                raise AssertionError(
+                    f"the controller did not answer /api/health within {timeout} s:\n"
+                    + self.log_path.read_text(errors="replace")[-4000:]
+                ) from exc
 
     @property
     def pid(self) -> int:
@@ -235,7 +233,7 @@ class ControllerProcess:
             return last["phase"] in phases
 
         try:
-            poll(f"login {session_id} to reach {sorted(phases)}", reached, timeout)
+            eventually(f"login {session_id} to reach {sorted(phases)}", reached, timeout)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; it last said: {last}") from None
         return last
@@ -300,7 +298,7 @@ class ControllerProcess:
                     return True
             return False
 
-        poll("the CLI in the VM to rotate its refresh token", rotated, timeout)
+        eventually("the CLI in the VM to rotate its refresh token", rotated, timeout)
         return found[-1]
 
     def reconcile_reports(self) -> list[dict[str, Any]]:
@@ -386,15 +384,6 @@ def assert_no_orphans(ctl: ControllerProcess, admin: httpx.Client) -> None:
     accounted = {instance_id_for(v) for v in live}
     strays = {i: pid for i, pid in ctl.instances().items() if i not in accounted}
     assert strays == {}, f"agent instances no live VM row accounts for: {strays} (live VMs: {live})"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not count)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
 
 
 # -- the child process ----------------------------------------------------------------------

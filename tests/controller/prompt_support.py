@@ -16,7 +16,6 @@ import contextlib
 import json
 import shutil
 import tempfile
-import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from remotecli.controller.vault import credentials, leases
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, approve_device, login
 from tests.conftest import PASSWORD, USER
 from tests.controller.harness import RunningController, run_controller
+from tests.support.poll import eventually
 
 T = TypeVar("T")
 PROVIDERS = ["claude_code", "codex", "gemini_cli"]
@@ -135,12 +135,13 @@ class PromptWorld:
                 f"/api/auth/sessions/{session['id']}/code", json={"code": outcome.code}
             )
             assert submitted.status_code == 200, submitted.text
-        deadline = time.monotonic() + 20
-        while (body := client.get(f"/api/auth/sessions/{session['id']}").json())["phase"] not in (
-            "authenticated", "failed", "cancelled", "expired",
-        ):  # fmt: skip
-            assert time.monotonic() < deadline, body
-            time.sleep(0.02)
+
+        def ended() -> dict[str, Any]:
+            body: dict[str, Any] = client.get(f"/api/auth/sessions/{session['id']}").json()
+            assert body["phase"] in ("authenticated", "failed", "cancelled", "expired"), body
+            return body
+
+        body = eventually(f"login {session['id']} to end", ended, 20)
         assert body["phase"] == "authenticated", body
         record = self.current(user_id, provider)
         assert record is not None

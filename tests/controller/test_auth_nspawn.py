@@ -11,7 +11,6 @@ tests/vmm/test_container_login.py. Skipped where nspawn cannot run
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 import httpx
@@ -25,6 +24,7 @@ from remotecli.testbed.netns import listen_in_netns
 from remotecli.vmm import hostcheck
 from remotecli.vmm.nspawn.backend import NspawnInstance
 from tests.controller.auth_support import answer_for, auth_controller
+from tests.support.poll import eventually
 
 #: A cold machine builds the test image (~1 min) inside this test.
 pytestmark = pytest.mark.timeout(900)
@@ -138,10 +138,8 @@ def prompt_text(web: httpx.Client, user: str, provider: str, prompt: str) -> str
 
 
 def _wait_ended(web: httpx.Client, session_id: str) -> dict[str, object]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def ended() -> dict[str, object] | None:
         session: dict[str, object] = web.get(f"/api/auth/sessions/{session_id}").json()
-        if session["ended"]:
-            return session
-        time.sleep(0.1)
-    raise AssertionError(f"login {session_id} did not end within 60 s")
+        return session if session["ended"] else None
+
+    return eventually(f"login {session_id} to end", ended, 60)

@@ -33,16 +33,16 @@ from tests.conftest import PASSWORD, USER
 from tests.controller import test_vms_nspawn
 from tests.controller.auth_support import EventReader, Harness, answer_for
 from tests.controller.prompt_support import Event, PromptWorld, text_of
-from tests.controller.vm_harness import poll, vm_controller
+from tests.controller.vm_harness import vm_controller
 from tests.faults import (
-    describe,
     leaks,
     processes_of,
     recording_logs,
-    running,
     sigkill,
     sigkill_group,
 )
+from tests.support import procfs
+from tests.support.poll import eventually
 
 ENDED = {"authenticated", "failed", "cancelled", "expired"}
 
@@ -60,9 +60,9 @@ def all_gone(directory: Path, what: str) -> None:
         return not processes_of(directory) and not directory.exists()
 
     try:
-        poll(what, gone, timeout=15)
+        eventually(what, gone, timeout=15)
     except AssertionError:
-        left = describe(processes_of(directory))
+        left = procfs.describe(processes_of(directory))
         raise AssertionError(
             f"{what}: after 15 s, processes {left or 'none'}, "
             f"state dir {'still there' if directory.exists() else 'gone'}"
@@ -90,7 +90,7 @@ def claude_login_on(harness: Harness, web: httpx.Client) -> tuple[dict[str, Any]
     assert instance.pid is not None
     before = processes_of(instance.dir.path)
     assert instance.pid in before and len(before) >= 2, (
-        f"expected the agent ({instance.pid}) and the CLI's login: {describe(before)}"
+        f"expected the agent ({instance.pid}) and the CLI's login: {procfs.describe(before)}"
     )
     return session, instance
 
@@ -257,7 +257,7 @@ def test_an_agent_killed_mid_prompt_ends_the_stream_and_keeps_the_credentials(
         assert world.files(current) == files
 
         # The dead VM was destroyed at once (not after the monitor's 30 s), and says why.
-        vm_row = poll("the dead CLI VM's row to end", lambda: _ended_vm(world, vm_id))
+        vm_row = eventually("the dead CLI VM's row to end", lambda: _ended_vm(world, vm_id))
         assert vm_row.state == VmState.FAILED, (vm_row.state, vm_row.stop_reason)
         assert vm_row.error is not None and vm_row.error["code"] == "vm_unhealthy", vm_row.error
         assert vm_row.stop_reason and "the agent died during run" in vm_row.stop_reason, vm_row
@@ -341,7 +341,7 @@ def test_a_users_idle_cli_vm_killed_between_prompts_is_replaced_by_the_next_prom
     after = world.prompt(user, "claude_code", "hello again")
     assert text_of(after) == "You said: hello again", after
     assert next(d for n, d in after if n == "run")["vmId"] != vm_id
-    vm_row = poll("the dead CLI VM's row to end", lambda: _ended_vm(world, vm_id))
+    vm_row = eventually("the dead CLI VM's row to end", lambda: _ended_vm(world, vm_id))
     assert (vm_row.state, vm_row.error and vm_row.error["code"]) == (VmState.FAILED, "vmm_exited")
     current = world.current(user, "claude_code")
     assert current is not None and world.files(current) == world.files(record)
@@ -364,14 +364,14 @@ def test_a_killed_pool_vm_is_marked_failed_shown_and_replaced(
     make_settings: Callable[..., Settings],
 ) -> None:
     with vm_controller(make_settings(warm_pool_auth=1)) as ctl:
-        pooled = poll("a warm auth VM", lambda: ctl.pool(VmRole.AUTH))
+        pooled = eventually("a warm auth VM", lambda: ctl.pool(VmRole.AUTH))
         vm_id = pooled[0]
         instance = fake_instance(ctl.read(lambda: ctl.manager.get(vm_id)))
         assert instance.pid is not None
 
         sigkill_group(instance.pid)
 
-        row = poll(
+        row = eventually(
             "the killed VM's row to say failed",
             lambda: (vm := ctl.vm(vm_id))["state"] == "failed" and vm,
         )
@@ -381,7 +381,7 @@ def test_a_killed_pool_vm_is_marked_failed_shown_and_replaced(
         vms_page = ctl.api().get("/api/vms", params={"all": "true"})
         listed = {v["id"]: v for v in vms_page.json()["vms"]}
         assert listed[vm_id]["state"] == "failed", listed[vm_id]
-        refilled = poll(
+        refilled = eventually(
             "the pool to refill", lambda: [v for v in ctl.pool(VmRole.AUTH) if v != vm_id]
         )
         assert ctl.vm(refilled[0])["state"] == "ready"
@@ -409,7 +409,7 @@ def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
 ) -> None:
     settings = nspawn_settings(warm_pool_auth=1, health_interval_seconds=0.5)
     with vm_controller(settings, deadlines=None) as ctl:
-        pooled = poll("a warm auth container", lambda: ctl.pool(VmRole.AUTH), timeout=60)
+        pooled = eventually("a warm auth container", lambda: ctl.pool(VmRole.AUTH), timeout=60)
         vm_id = pooled[0]
         instance = ctl.read(lambda: ctl.manager.get(vm_id))
         assert instance is not None
@@ -421,7 +421,7 @@ def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
 
         sigkill(container.pid)  # systemd-nspawn itself; the guest is left running
 
-        row = poll(
+        row = eventually(
             "the row of the container whose nspawn was killed to say failed",
             lambda: _ended(ctl.vm(vm_id)),
             timeout=30,
@@ -429,7 +429,7 @@ def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
         assert (row["state"], row["error"]["code"]) == ("failed", "vmm_exited"), row
         assert "exited" in row["error"]["message"], row["error"]
         assert row["stopReason"].startswith("VMM process exited"), row
-        refilled = poll(
+        refilled = eventually(
             "the pool to refill",
             lambda: [v for v in ctl.pool(VmRole.AUTH) if v != vm_id],
             timeout=60,
@@ -438,7 +438,7 @@ def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
         all_gone(vm_dir, "the killed container's processes and state dir")
         assert mounts_under(vm_dir) == [], mounts_under(vm_dir)
         assert not any(d.exists() for d in container.cgroup.dirs()), container.cgroup.dirs()
-        assert not running(guest_init), f"the guest's init (pid {guest_init}) still runs"
+        assert not procfs.alive(guest_init), f"the guest's init (pid {guest_init}) still runs"
         detail = ctl.api().get(f"/api/vms/{vm_id}")
         console = ctl.api().get(f"/api/vms/{vm_id}/console")
     secrets = {"VM token": container.spec.agent_token, "admin API token": ctl.running.admin_token}

@@ -25,8 +25,9 @@ from remotecli.errors import NotReady
 from remotecli.testbed import OAuthServer
 from remotecli.vmm.fake.backend import FakeBackend, FakeFault
 from tests.controller.auth_support import answer_for, auth_controller
-from tests.controller.vm_harness import VmController, poll, vm_controller
+from tests.controller.vm_harness import VmController, vm_controller
 from tests.leakcheck import no_leaks
+from tests.support.poll import eventually
 
 CYCLES = 30
 #: Whole logins (one mode per provider that needs no fixed host port: not Codex's
@@ -64,14 +65,14 @@ def test_claim_and_delete_cycles_leave_nothing(
         pid = getattr(victim.instance, "pid", None)
         assert isinstance(pid, int)
         os.killpg(pid, signal.SIGKILL)
-        poll("the killed VM marked failed", lambda: _row_if(ctl, victim.vm_id, "failed"))
+        eventually("the killed VM marked failed", lambda: _row_if(ctl, victim.vm_id, "failed"))
 
         # A claim whose agent never listens: given up on, its instance destroyed.
         backend.fail_next(FakeFault.NEVER_LISTENS)
         with pytest.raises(NotReady):
             ctl.call(ctl.manager.claim(VmRole.CLI))
 
-        poll("a warm VM", lambda: ctl.pool(VmRole.AUTH))
+        eventually("a warm VM", lambda: ctl.pool(VmRole.AUTH))
         running = sorted(p.name for p in (state_dir / "fake").iterdir())
         assert running == [ctl.pool(VmRole.AUTH)[0].replace("_", "-")], running
         rows = ctl.api().get("/api/vms", params={"all": "true"}).json()["vms"]
@@ -107,5 +108,5 @@ def test_login_cycles_leave_nothing(
             assert started.status_code == 201, started.text
             cancelled = web.delete(f"/api/auth/sessions/{started.json()['id']}")
             assert cancelled.status_code == 200, cancelled.text
-        poll("every auth VM gone", lambda: not any(fake.iterdir()))
+        eventually("every auth VM gone", lambda: not any(fake.iterdir()))
     print(f"{2 * len(LOGINS)} logins, 2 cancelled; checked: {watch.report.checked}")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -32,6 +31,7 @@ from tests.controller.prompt_support import (
     read_sse,
     short_state_dir,
 )
+from tests.support.poll import eventually
 
 
 def refresh_token(world: PromptWorld, record: Credential) -> str:
@@ -44,13 +44,7 @@ def refresh_token(world: PromptWorld, record: Credential) -> str:
 
 
 def wait_for(check: Callable[[], Any], seconds: float = 10.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"still false after {seconds} s: {check}")
+    return eventually(f"{check} to hold", check, seconds)
 
 
 @pytest.mark.parametrize("provider", ["claude_code", "codex"])

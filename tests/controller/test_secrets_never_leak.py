@@ -15,7 +15,6 @@ import base64
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
@@ -34,6 +33,7 @@ from remotecli.server.demo import Demo
 from remotecli.testbed import OAuthServer, approve_device, authority, login, tokens
 from tests.conftest import PASSWORD, USER
 from tests.controller.harness import run_controller
+from tests.support.poll import eventually
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -355,10 +355,8 @@ def _prompt(web: httpx.Client, user: str, provider: str) -> str:
 
 
 def _wait_ended(web: httpx.Client, session_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def ended() -> dict[str, Any] | None:
         session: dict[str, Any] = web.get(f"/api/auth/sessions/{session_id}").json()
-        if session["ended"]:
-            return session
-        time.sleep(0.1)
-    raise AssertionError(f"login {session_id} did not end within 60 s")
+        return session if session["ended"] else None
+
+    return eventually(f"login {session_id} to end", ended, 60)

@@ -22,7 +22,8 @@ from remotecli.controller.fleet.runtime import make_backend
 from remotecli.controller.settings import Settings
 from remotecli.errors import NotReady
 from remotecli.vmm.fake.backend import FakeBackend, FakeFault
-from tests.controller.vm_harness import VmController, poll, vm_controller
+from tests.controller.vm_harness import VmController, vm_controller
+from tests.support.poll import eventually
 
 
 def pid_of(handle: VmHandle) -> int:
@@ -44,7 +45,7 @@ def fake_backend(settings: Settings) -> FakeBackend:
 def test_claim_cold_then_from_the_warm_pool(make_settings: Callable[..., Settings]) -> None:
     with vm_controller(make_settings(warm_pool_auth=1)) as ctl:
         ctl.create_user("alice")
-        pooled = poll("a warm auth VM", lambda: ctl.pool(VmRole.AUTH))[0]
+        pooled = eventually("a warm auth VM", lambda: ctl.pool(VmRole.AUTH))[0]
 
         cold = ctl.call(ctl.manager.claim(VmRole.CLI, user_id="alice"))
         warm = ctl.call(ctl.manager.claim(VmRole.AUTH))
@@ -70,7 +71,7 @@ def test_claim_cold_then_from_the_warm_pool(make_settings: Callable[..., Setting
         # the user's CLI VM stays the same one until it goes away
         assert ctl.call(ctl.manager.cli_vm("alice")).vm_id == cold.vm_id
 
-        refill = poll("the pool to refill", lambda: ctl.pool(VmRole.AUTH))
+        refill = eventually("the pool to refill", lambda: ctl.pool(VmRole.AUTH))
         assert refill[0] not in (pooled, cold.vm_id)
         listed = ctl.api().get("/api/vms").json()
         assert (listed["backend"]["name"], listed["pool"]["auth"]["target"]) == ("fake", 1)
@@ -125,7 +126,7 @@ def test_a_failing_warm_start_backs_off_instead_of_looping(
     backend = fake_backend(settings)
     backend.fail_next(FakeFault.CRASHES, count=3)
     with vm_controller(settings, backend=backend, pool_backoff=(0.2, 5.0)) as ctl:
-        poll("a warm VM after 3 failures", lambda: ctl.pool(VmRole.AUTH))
+        eventually("a warm VM after 3 failures", lambda: ctl.pool(VmRole.AUTH))
 
         rows = ctl.api().get("/api/vms", params={"all": "true"}).json()["vms"]
         failed = sorted((v for v in rows if v["state"] == "failed"), key=lambda v: v["createdAt"])
@@ -144,16 +145,16 @@ def test_the_health_monitor_replaces_a_vm_whose_agent_died(
 ) -> None:
     with vm_controller(make_settings(warm_pool_auth=1)) as ctl:
         ctl.create_user("bob")
-        pooled = poll("a warm VM", lambda: ctl.pool(VmRole.AUTH))[0]
+        pooled = eventually("a warm VM", lambda: ctl.pool(VmRole.AUTH))[0]
         cli = ctl.call(ctl.manager.cli_vm("bob"))
         warm = ctl.read(lambda: ctl.manager.get(pooled))
         assert warm is not None
         for handle in (warm, cli):
             os.killpg(pid_of(handle), signal.SIGKILL)
 
-        poll("a new warm VM", lambda: [v for v in ctl.pool(VmRole.AUTH) if v != pooled])
+        eventually("a new warm VM", lambda: [v for v in ctl.pool(VmRole.AUTH) if v != pooled])
         for vm_id in (pooled, cli.vm_id):
-            row = poll("the row to say failed", lambda i=vm_id: _failed(ctl, i))  # type: ignore[misc]
+            row = eventually("the row to say failed", lambda i=vm_id: _failed(ctl, i))  # type: ignore[misc]
             assert row["stopReason"].startswith("unhealthy: 2 failed health checks in a row")
             assert row["error"]["code"] == "vm_unhealthy"
             assert len(row["error"]["checks"]) == 2
@@ -214,9 +215,9 @@ def test_destroy_runs_hooks_and_delete_is_idempotent(
 def test_stop_destroys_every_vm(make_settings: Callable[..., Settings], state_dir: Path) -> None:
     with vm_controller(make_settings(warm_pool_auth=1, warm_pool_cli=1)) as ctl:
         ctl.create_user("dave")
-        poll("both pools", lambda: ctl.pool(VmRole.AUTH) and ctl.pool(VmRole.CLI))
+        eventually("both pools", lambda: ctl.pool(VmRole.AUTH) and ctl.pool(VmRole.CLI))
         ctl.call(ctl.manager.cli_vm("dave"))  # from the pool, which refills
-        poll("both pools again", lambda: ctl.pool(VmRole.AUTH) and ctl.pool(VmRole.CLI))
+        eventually("both pools again", lambda: ctl.pool(VmRole.AUTH) and ctl.pool(VmRole.CLI))
         ids = [v["id"] for v in ctl.api().get("/api/vms").json()["vms"]]
     assert len(ids) >= 3
     assert list((state_dir / "fake").iterdir()) == []
@@ -235,7 +236,7 @@ def test_an_auth_vm_claimed_past_any_login_deadline_is_destroyed(
     with vm_controller(make_settings(auth_session_seconds=0.3)) as ctl:
         lost = ctl.call(ctl.manager.claim(VmRole.AUTH))
 
-        row = poll("the lost auth VM to go", lambda: _stopped(ctl, lost.vm_id), timeout=10)
+        row = eventually("the lost auth VM to go", lambda: _stopped(ctl, lost.vm_id), timeout=10)
 
         assert row["stopReason"].startswith("auth VM still claimed after ")
         assert row["stopReason"].endswith("its login was lost")

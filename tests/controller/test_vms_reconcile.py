@@ -20,14 +20,7 @@ from remotecli.controller.db.models import VmRole
 from remotecli.controller.settings import Settings
 from remotecli.vmm.fake.backend import FakeBackend
 from tests.controller.vm_harness import crash_controller, vm_controller
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "State:\tZ" not in status
+from tests.support import procfs
 
 
 def _iid(vm_id: str) -> str:
@@ -62,7 +55,7 @@ def test_restart_adopts_live_vms_and_cleans_up_the_rest(
         )
         assert sorted(report.reaped) == sorted(["stray-1", _iid(dying), _iid(starting)])
         assert report.errors == []
-        assert not _alive(left["strayPid"]) and not _alive(left["dyingPid"])
+        assert not procfs.alive(left["strayPid"]) and not procfs.alive(left["dyingPid"])
         assert sorted(p.name for p in root.iterdir()) == sorted(map(_iid, (kept, pooled)))
 
         # alice's CLI VM is hers again, and its agent takes the token kept sealed in the DB

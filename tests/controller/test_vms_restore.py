@@ -17,7 +17,8 @@ from remotecli.testbed import fake_cli_bin_dir
 from remotecli.vmm.agentclient import AgentClient, AgentRequestError
 from remotecli.vmm.base import Deadlines, Phase
 from remotecli.vmm.fake.backend import FakeBackend, FakeFault
-from tests.controller.vm_harness import FAST, VmController, poll, vm_controller
+from tests.controller.vm_harness import FAST, VmController, vm_controller
+from tests.support.poll import eventually
 
 #: A deaf restored agent is given up on after 2 s.
 QUICK = Deadlines({**FAST.per_phase, Phase.AGENT_READY: 2.0})
@@ -35,7 +36,7 @@ def test_claims_restore_the_golden_snapshot_and_clones_are_themselves(
     backend = FakeBackend(settings.state_dir / "fake", cli_path=fake_cli_bin_dir(), snapshots=True)
     with vm_controller(settings, backend=backend) as ctl:
         ctl.create_user("alice")
-        status = poll("the golden snapshot", lambda: snapshot_ready(ctl))
+        status = eventually("the golden snapshot", lambda: snapshot_ready(ctl))
         assert set(status["bootPhases"]) >= {"VMM_STARTED", "AGENT_READY"}
         snapshot = ctl.read(lambda: ctl.manager.golden.current)
         assert snapshot is not None
@@ -74,7 +75,7 @@ def test_a_failed_restore_falls_back_to_a_cold_start_with_the_evidence(
     settings = make_settings(warm_pool_auth=0)
     backend = FakeBackend(settings.state_dir / "fake", cli_path=fake_cli_bin_dir(), snapshots=True)
     with vm_controller(settings, backend=backend, deadlines=QUICK) as ctl:
-        poll("the golden snapshot", lambda: snapshot_ready(ctl))
+        eventually("the golden snapshot", lambda: snapshot_ready(ctl))
         backend.fail_next(FakeFault.NEVER_LISTENS)
 
         handle = ctl.call(ctl.manager.claim(VmRole.AUTH))

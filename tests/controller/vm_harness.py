@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -33,6 +32,7 @@ from remotecli.controller.fleet.manager import VmManager, start_service, stop_se
 from remotecli.controller.settings import Settings
 from remotecli.vmm.base import Backend, Deadlines, Phase
 from tests.controller.harness import RunningController, run_controller
+from tests.support.poll import eventually, eventually_async
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ class VmController:
 
     def wait_for(self, what: str, check: Callable[[], T | None], timeout: float = 20.0) -> T:
         """Poll ``check`` (on the controller's loop) until it returns something truthy."""
-        return poll(what, lambda: self.read(check), timeout)
+        return eventually(what, lambda: self.read(check), timeout)
 
     def vm(self, vm_id: str) -> dict[str, Any]:
         response = self.api().get(f"/api/vms/{vm_id}")
@@ -90,18 +90,6 @@ class VmController:
     def create_user(self, user_id: str) -> None:
         response = self.api().post("/api/users", json={"id": user_id})
         assert response.status_code == 201, response.text
-
-
-def poll(what: str, check: Callable[[], T | None], timeout: float = 20.0) -> T:
-    """Call ``check`` (on this thread) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -215,11 +203,7 @@ async def _child(settings: Settings, plan: Plan) -> None:
 
 
 async def _until(check: Callable[[], object], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.02)
+    await eventually_async("the plan's condition", check, timeout)
 
 
 async def _add_user(context: AppContext, user_id: str) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,10 @@ from remotecli.controller.db.models import AuthPhase, VmState
 from remotecli.controller.settings import Settings
 from remotecli.server.app import create_app
 from tests.controller.prompt_support import PromptWorld
-from tests.faults import describe as describe_pids
 from tests.faults import processes_of
 from tests.fuzz.support import FUZZ_SETTINGS, FuzzCase, call_checked, describe
+from tests.support import procfs
+from tests.support.poll import eventually
 
 #: Columns a request may touch without changing anything: reading with a token
 #: records when it was used; the health monitor records when it last looked.
@@ -72,7 +72,7 @@ def user_tokens(fuzz_world: PromptWorld, fuzz_db: Engine) -> Iterator[dict[str, 
     assert live == [], f"fuzzing left VMs running: {live}"
     # The fake backend's VMs are agent processes naming the state dir: none may be left.
     left = processes_of(fuzz_world.controller.settings.state_dir)
-    assert left == [], f"fuzzing left VM processes: {describe_pids(left)}"
+    assert left == [], f"fuzzing left VM processes: {procfs.describe(left)}"
 
 
 @SCHEMA.parametrize()
@@ -137,17 +137,17 @@ def _cancel_login(world: PromptWorld, db: Engine, session_id: str) -> None:
 
 def _settle(db: Engine, timeout: float = 60.0) -> None:
     """Wait until no login is under way and no VM is starting, running or stopping."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def idle() -> bool:
         # Ids and states only: the rows hold login URLs and sealed VM tokens.
         busy = [f"login {r['id']} {r['phase']}" for r in _rows(db, "auth_sessions")
                 if r["phase"] not in ENDED_LOGIN]  # fmt: skip
         busy += [f"vm {r['id']} {r['state']}" for r in _rows(db, "vms")
                  if r["state"] not in ENDED_VM]  # fmt: skip
-        if not busy:
-            return
-        assert time.monotonic() < deadline, f"still under way after {timeout} s: {busy}"
-        time.sleep(0.05)
+        assert not busy, f"still under way: {busy}"
+        return True
+
+    eventually("no login or VM under way", idle, timeout)
 
 
 def _rows(db: Engine, table: str) -> list[dict[str, Any]]:

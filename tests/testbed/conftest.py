@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, fake_cli_bin_dir
+from tests.support.poll import NotYet, eventually
 
 USER = "alice@example.com"
 PASSWORD = "correct horse"
@@ -265,9 +266,8 @@ def codex_ports_free() -> Iterator[None]:
     """Codex's login ports are free before the test and again after it."""
     assert port_free(1455) and port_free(1457), "1455/1457 busy before the test"
     yield
-    deadline = time.monotonic() + 5
-    while not (port_free(1455) and port_free(1457)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    with contextlib.suppress(NotYet):  # the assert says which
+        eventually("1455/1457 to be free", lambda: port_free(1455) and port_free(1457), 5)
     assert port_free(1455) and port_free(1457), "a codex login listener outlived its test"
 
 

@@ -9,6 +9,7 @@ from remotecli.errors import NotReady
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer
 from remotecli.vmm.base import Deadlines, InstanceState, Phase
 from remotecli.vmm.fake.backend import SKIPPED, FakeBackend, FakeFault, FakeInstance
+from tests.support import procfs
 from tests.vmm.conftest import Lab
 
 pytestmark = pytest.mark.anyio
@@ -105,7 +106,7 @@ async def test_destroy_stops_the_agent_removes_everything_and_twice_is_fine(
 
     assert instance.exit_code() is not None
     assert (instance.dir.path.exists(), instance.agent_socket.exists()) == (False, False)
-    assert pid is not None and not _running(pid)
+    assert pid is not None and not procfs.alive(pid)
 
 
 async def test_a_restarted_controller_reaps_what_it_finds(fake_lab: Lab) -> None:
@@ -118,12 +119,4 @@ async def test_a_restarted_controller_reaps_what_it_finds(fake_lab: Lab) -> None
 
     assert instance.spec.instance_id in found
     assert instance.spec.instance_id not in await restarted.list_running()
-    assert instance.pid is not None and not _running(instance.pid)
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            return "State:\tZ" not in fh.read()
-    except OSError:
-        return False
+    assert instance.pid is not None and not procfs.alive(instance.pid)

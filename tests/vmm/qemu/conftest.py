@@ -33,6 +33,7 @@ from remotecli.testbed import TESTBED_URL_ENV, OAuthServer
 from remotecli.testbed.fake_clis.common import API_ENV
 from remotecli.vmm.base import InstanceSpec, Snapshot
 from remotecli.vmm.qemu.backend import QEMU, GuestForward, QemuBackend, QemuInstance
+from tests.support import procfs
 from tests.vmm.lab import failed, teardown
 
 
@@ -65,14 +66,10 @@ def oauth() -> Iterator[OAuthServer]:
 
 def find_leftovers(instance_ids: list[str], ports: list[int]) -> list[str]:
     """Processes naming an instance, and ports still listening (after destroy)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            found += [f"pid {entry.name}: {cmdline[:120]}" for i in instance_ids if i in cmdline]
+    found = [
+        f"pid {p.pid}: {p.cmdline[:120]}" for p in procfs.processes() for i in instance_ids
+        if p.names(i)
+    ]  # fmt: skip
     listening = Path("/proc/net/tcp").read_text()
     found += [
         f"port {p} listens" for p in ports if f"0100007F:{p:04X} 00000000:0000 0A" in listening
