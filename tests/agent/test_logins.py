@@ -17,8 +17,8 @@ import pytest
 from remotecli.testbed import OAuthServer, approve_device, login
 from tests.agent_harness import RunningAgent, port_is_listening, run_agent
 from tests.agent_helpers import all_gone, error_of, start_login, wait_ended
-from tests.conftest import PASSWORD, USER
 from tests.support import procfs
+from tests.support.user import PASSWORD, USER
 
 
 def _credentials(agent: RunningAgent, provider: str) -> dict[str, Any]:

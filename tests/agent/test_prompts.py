@@ -13,9 +13,9 @@ import pytest
 from remotecli.testbed import OAuthServer
 from tests.agent_harness import RunningAgent
 from tests.agent_helpers import all_gone, log_in, run_prompt
-from tests.conftest import PASSWORD, USER
 from tests.support import procfs
 from tests.support.poll import eventually
+from tests.support.user import PASSWORD, USER
 
 PROVIDERS = ["claude_code", "codex", "gemini_cli"]
 

@@ -23,8 +23,9 @@ from remotecli.testbed import OAuthServer
 from remotecli.testbed.netns import listen_in_netns
 from remotecli.vmm import hostcheck
 from remotecli.vmm.nspawn.backend import NspawnInstance
-from tests.controller.auth_support import answer_for, auth_controller
+from tests.support.controller import auth_controller
 from tests.support.poll import eventually
+from tests.support.user import answer_for
 
 #: A cold machine builds the test image (~1 min) inside this test.
 pytestmark = pytest.mark.timeout(900)
@@ -84,8 +85,8 @@ def test_the_whole_flow_for_every_provider_and_mode_in_containers(
     """The seed's 14 steps in the offline demo, as `REMOTECLI_DEMO=1 make up` runs them:
     auth VMs and CLI VMs are containers of the golden image; then a prompt per provider."""
     from remotecli.testbed import approve_device, login
-    from tests.conftest import PASSWORD, USER
-    from tests.controller.harness import run_controller
+    from tests.support.controller import run_controller
+    from tests.support.user import PASSWORD, USER
 
     settings = nspawn_settings.model_copy(update={"demo": True, "warm_pool_auth": 1})
     with run_controller(settings) as controller:

@@ -29,11 +29,7 @@ from remotecli.testbed import OAuthServer, login
 from remotecli.vmm.fake.backend import FakeInstance
 from remotecli.vmm.nspawn.backend import NspawnInstance
 from remotecli.vmm.statedir import mounts_under
-from tests.conftest import PASSWORD, USER
 from tests.controller import test_vms_nspawn
-from tests.controller.auth_support import EventReader, Harness, answer_for
-from tests.controller.prompt_support import Event, PromptWorld, text_of
-from tests.controller.vm_harness import vm_controller
 from tests.faults import (
     leaks,
     processes_of,
@@ -42,7 +38,10 @@ from tests.faults import (
     sigkill_group,
 )
 from tests.support import procfs
+from tests.support.controller import Controller, vm_controller
 from tests.support.poll import eventually
+from tests.support.streams import Event, EventReader, text_of
+from tests.support.user import PASSWORD, USER, answer_for
 
 ENDED = {"authenticated", "failed", "cancelled", "expired"}
 
@@ -80,7 +79,7 @@ def oauth_secrets(server: OAuthServer) -> dict[str, str]:
 # -- 1. the agent killed in the middle of a login -----------------------------------------------
 
 
-def claude_login_on(harness: Harness, web: httpx.Client) -> tuple[dict[str, Any], FakeInstance]:
+def claude_login_on(harness: Controller, web: httpx.Client) -> tuple[dict[str, Any], FakeInstance]:
     """A Claude login for "ada" showing its URL; its VM, with the agent and the CLI running."""
     started = web.post("/api/auth/start", json={"userId": "ada", "provider": "claude_code"})
     assert started.status_code == 201, started.text
@@ -96,7 +95,7 @@ def claude_login_on(harness: Harness, web: httpx.Client) -> tuple[dict[str, Any]
 
 
 def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works(
-    harness: Harness,
+    harness: Controller,
 ) -> None:
     with recording_logs() as logs:
         web = harness.client("service")
@@ -109,7 +108,7 @@ def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works
 
         sigkill(instance.pid)
 
-        ended = harness.wait_for(web, sid, ENDED, seconds=30)
+        ended = harness.wait_phase(web, sid, ENDED, seconds=30)
         assert ended["phase"] == "failed", f"the login did not fail after its agent died: {ended}"
         error = ended["error"]
         assert error is not None and error["code"] == "vm_lost", ended
@@ -136,7 +135,7 @@ def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works
         assert answer is not None
         done = web.post(f"/api/auth/sessions/{second['id']}/code", json=answer)
         assert done.status_code == 200, done.text
-        finished = harness.wait_for(web, second["id"], ENDED)
+        finished = harness.wait_phase(web, second["id"], ENDED)
         assert finished["phase"] == "authenticated", finished
 
         async def stored() -> dict[str, str]:
@@ -149,11 +148,11 @@ def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works
         files = harness.call(stored())
         assert files and all(files.values()), f"the new login's files are empty: {list(files)}"
         secrets = {
-            **oauth_secrets(harness.server),
+            **oauth_secrets(harness.oauth),
             "pasted code (dead VM)": signed_in.code,
             "pasted code (new login)": answer["code"],
             "VM token": instance.spec.agent_token,
-            "service API token": harness.tokens["service"],
+            "service API token": harness.token("service"),
             **{f"credential file {p}": c for p, c in files.items()},
         }
         texts = {
@@ -171,7 +170,7 @@ def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works
 
 
 def test_a_code_pasted_to_a_dead_agent_is_refused_clearly_and_the_login_still_ends(
-    harness: Harness,
+    harness: Controller,
 ) -> None:
     web = harness.client("service")
     session, instance = claude_login_on(harness, web)
@@ -187,7 +186,7 @@ def test_a_code_pasted_to_a_dead_agent_is_refused_clearly_and_the_login_still_en
     assert refused in {(502, "agent_unreachable"), (409, "session_ended")}, pasted.text
     if refused[0] == 502:
         assert "start a new login" in pasted.json()["message"], pasted.text
-    ended = harness.wait_for(web, session["id"], ENDED, seconds=30)
+    ended = harness.wait_phase(web, session["id"], ENDED, seconds=30)
     assert (ended["phase"], ended["error"]["code"]) == ("failed", "vm_lost"), ended
     assert harness.counts()["credentials"] == 0, "a code pasted to a dead agent stored something"
     assert signed_in.code not in pasted.text + json.dumps(ended)
@@ -198,7 +197,7 @@ def test_a_code_pasted_to_a_dead_agent_is_refused_clearly_and_the_login_still_en
 
 
 def stream_killing_the_agent(
-    world: PromptWorld, path: str, body: dict[str, Any], running: Callable[[list[Event]], bool]
+    world: Controller, path: str, body: dict[str, Any], running: Callable[[list[Event]], bool]
 ) -> tuple[list[Event], FakeInstance]:
     """POST ``body`` and read the SSE answer; SIGKILL the runs' agent once ``running(events)``.
 
@@ -217,7 +216,7 @@ def stream_killing_the_agent(
                     events.append((name, json.loads(line.removeprefix("data: "))))
                     if killed is None and running(events):  # the CLIs run: kill their agent
                         run = next(d for n, d in events if n == "run")
-                        killed = fake_instance(world.vm(run["vmId"]))
+                        killed = fake_instance(world.handle(run["vmId"]))
                         assert killed.pid is not None
                         sigkill(killed.pid)
         except httpx.ReadTimeout:
@@ -229,7 +228,7 @@ def stream_killing_the_agent(
 
 
 def test_an_agent_killed_mid_prompt_ends_the_stream_and_keeps_the_credentials(
-    world: PromptWorld,
+    world: Controller,
 ) -> None:
     with recording_logs() as logs:
         user = world.add_user("ada")
@@ -273,7 +272,7 @@ def test_an_agent_killed_mid_prompt_ends_the_stream_and_keeps_the_credentials(
         secrets = {
             **oauth_secrets(world.oauth),
             "VM token": killed.spec.agent_token,
-            "service API token": world.service_token,
+            "service API token": world.token("service"),
             **{f"credential file {p}": c for p, c in files.items()},
         }
         texts = {
@@ -293,7 +292,7 @@ def test_an_agent_killed_mid_prompt_ends_the_stream_and_keeps_the_credentials(
     assert not found, "secrets leaked:\n" + "\n".join(found)
 
 
-def test_an_agent_killed_under_perspectives_ends_every_providers_run(world: PromptWorld) -> None:
+def test_an_agent_killed_under_perspectives_ends_every_providers_run(world: Controller) -> None:
     user = world.add_user("ada")
     providers = ["claude_code", "gemini_cli"]
     for provider in providers:
@@ -327,13 +326,13 @@ def test_an_agent_killed_under_perspectives_ends_every_providers_run(world: Prom
 
 
 def test_a_users_idle_cli_vm_killed_between_prompts_is_replaced_by_the_next_prompt(
-    world: PromptWorld,
+    world: Controller,
 ) -> None:
     user = world.add_user("ada")
     record = world.connect(user, "claude_code")
     first = world.prompt(user, "claude_code", "hello")
     vm_id = next(d for n, d in first if n == "run")["vmId"]
-    instance = fake_instance(world.vm(vm_id))
+    instance = fake_instance(world.handle(vm_id))
     assert instance.pid is not None
 
     sigkill_group(instance.pid)  # between two prompts: nobody is streaming from it
@@ -348,7 +347,7 @@ def test_a_users_idle_cli_vm_killed_between_prompts_is_replaced_by_the_next_prom
     all_gone(instance.dir.path, "the killed CLI VM's processes and state dir")
 
 
-def _ended_vm(world: PromptWorld, vm_id: str) -> Vm | None:
+def _ended_vm(world: Controller, vm_id: str) -> Vm | None:
     async def read() -> Vm | None:
         async with world.context.sessions() as session:
             row = await session.get(Vm, vm_id)
@@ -366,7 +365,7 @@ def test_a_killed_pool_vm_is_marked_failed_shown_and_replaced(
     with vm_controller(make_settings(warm_pool_auth=1)) as ctl:
         pooled = eventually("a warm auth VM", lambda: ctl.pool(VmRole.AUTH))
         vm_id = pooled[0]
-        instance = fake_instance(ctl.read(lambda: ctl.manager.get(vm_id)))
+        instance = fake_instance(ctl.read(lambda: ctl.vms.get(vm_id)))
         assert instance.pid is not None
 
         sigkill_group(instance.pid)
@@ -378,7 +377,7 @@ def test_a_killed_pool_vm_is_marked_failed_shown_and_replaced(
         assert row["error"]["code"] == "vm_unhealthy", row
         assert "health checks" in row["error"]["message"], row["error"]
         assert row["stopReason"].startswith("unhealthy"), row
-        vms_page = ctl.api().get("/api/vms", params={"all": "true"})
+        vms_page = ctl.client().get("/api/vms", params={"all": "true"})
         listed = {v["id"]: v for v in vms_page.json()["vms"]}
         assert listed[vm_id]["state"] == "failed", listed[vm_id]
         refilled = eventually(
@@ -386,10 +385,10 @@ def test_a_killed_pool_vm_is_marked_failed_shown_and_replaced(
         )
         assert ctl.vm(refilled[0])["state"] == "ready"
         all_gone(instance.dir.path, "the killed VM's processes and state dir")
-        detail = ctl.api().get(f"/api/vms/{vm_id}")
+        detail = ctl.client().get(f"/api/vms/{vm_id}")
         secrets = {
             "VM token": instance.spec.agent_token,
-            "admin API token": ctl.running.admin_token,
+            "admin API token": ctl.admin_token,
         }
         texts = {"GET /api/vms": vms_page.text, f"GET /api/vms/{vm_id}": detail.text}
     assert all(texts.values()), f"nothing to scan in {[k for k, v in texts.items() if not v]}"
@@ -411,7 +410,7 @@ def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
     with vm_controller(settings, deadlines=None) as ctl:
         pooled = eventually("a warm auth container", lambda: ctl.pool(VmRole.AUTH), timeout=60)
         vm_id = pooled[0]
-        instance = ctl.read(lambda: ctl.manager.get(vm_id))
+        instance = ctl.read(lambda: ctl.vms.get(vm_id))
         assert instance is not None
         container = instance.instance
         assert isinstance(container, NspawnInstance), container
@@ -439,9 +438,9 @@ def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
         assert mounts_under(vm_dir) == [], mounts_under(vm_dir)
         assert not any(d.exists() for d in container.cgroup.dirs()), container.cgroup.dirs()
         assert not procfs.alive(guest_init), f"the guest's init (pid {guest_init}) still runs"
-        detail = ctl.api().get(f"/api/vms/{vm_id}")
-        console = ctl.api().get(f"/api/vms/{vm_id}/console")
-    secrets = {"VM token": container.spec.agent_token, "admin API token": ctl.running.admin_token}
+        detail = ctl.client().get(f"/api/vms/{vm_id}")
+        console = ctl.client().get(f"/api/vms/{vm_id}/console")
+    secrets = {"VM token": container.spec.agent_token, "admin API token": ctl.admin_token}
     texts = {f"GET /api/vms/{vm_id}": detail.text, "its console": console.text}
     assert all(texts.values()), f"nothing to scan in {[k for k, v in texts.items() if not v]}"
     found = leaks(secrets, texts)

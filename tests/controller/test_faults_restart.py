@@ -1,6 +1,6 @@
 """Faults: the controller process SIGKILLed (or frozen) at the worst moments, then restarted.
 
-The controller runs as an OS process of its own (``proc_harness``) on the
+The controller runs as an OS process of its own (``tests/support/controller_process.py``) on the
 real database (SQLite and PostgreSQL), its VMs on the fake backend (the real
 agent as a host process with the test bed's fake CLIs), the test bed's OAuth
 server in the test process (it outlives every restart). A kill is SIGKILL to
@@ -28,17 +28,9 @@ import pytest
 from remotecli.controller.fleet.store import instance_id_for
 from remotecli.controller.settings import Settings
 from remotecli.testbed import OAuthServer
-from tests.controller import vm_harness
-from tests.controller.proc_harness import (
-    ControllerProcess,
-    assert_no_orphans,
-    refresh_token_of,
-)
 from tests.support import procfs
+from tests.support.controller_process import ControllerProcess, assert_no_orphans, refresh_token_of
 from tests.support.poll import eventually
-
-state_dir = vm_harness.state_dir
-make_settings = vm_harness.make_settings
 
 #: Two controller starts, logins and prompts on a 2-core host shared with other runs.
 pytestmark = pytest.mark.timeout(180)

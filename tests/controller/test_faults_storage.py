@@ -1,6 +1,6 @@
 """Faults of the controller's storage: the database away for a while, the disk full under the vault.
 
-The controller runs as its own process (``proc_harness``) with its VMs on the
+The controller runs as its own process (``tests/support/controller_process.py``) with its VMs on the
 fake backend and the test bed's OAuth server; users connect through the real
 login flow. The faults are real: a PostgreSQL cluster of the test's own
 stopped and started again (``pg_ctl``), a SQLite database locked by another
@@ -35,12 +35,9 @@ import pytest
 from remotecli.controller.fleet.store import instance_id_for
 from remotecli.controller.settings import Settings
 from remotecli.testbed import OAuthServer
-from tests.controller import vm_harness
-from tests.controller.proc_harness import ControllerProcess, refresh_token_of
 from tests.pg import _as_postgres, create_database, pg_bin, throwaway_cluster
+from tests.support.controller_process import ControllerProcess, refresh_token_of
 from tests.support.poll import eventually
-
-state_dir = vm_harness.state_dir
 
 pytestmark = pytest.mark.timeout(180)
 

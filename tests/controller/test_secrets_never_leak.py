@@ -31,9 +31,9 @@ from remotecli.controller.vault.cipher import Sealed, Vault
 from remotecli.server import app as server_app
 from remotecli.server.demo import Demo
 from remotecli.testbed import OAuthServer, approve_device, authority, login, tokens
-from tests.conftest import PASSWORD, USER
-from tests.controller.harness import run_controller
+from tests.support.controller import run_controller
 from tests.support.poll import eventually
+from tests.support.user import PASSWORD, USER
 
 pytestmark = pytest.mark.timeout(300)
 

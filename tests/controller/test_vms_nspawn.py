@@ -18,7 +18,8 @@ from remotecli.controller.settings import Settings
 from remotecli.images.build import ensure_test_image
 from remotecli.vmm import hostcheck
 from remotecli.vmm.statedir import mounts_under
-from tests.controller.vm_harness import crash_controller, vm_controller
+from tests.support.controller import vm_controller
+from tests.support.controller_process import crash_controller
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_nspawn_claim_destroy_and_adoption_after_a_crash(
     assert {left["warm"], left["cold"]} <= {p.name.replace("-", "_") for p in root.iterdir()}
 
     with vm_controller(nspawn_settings(), deadlines=None) as ctl:
-        report = ctl.manager.reconciled
+        report = ctl.vms.reconciled
         assert report is not None and report.errors == []
         assert {left["warm"], left["cold"]} <= set(report.adopted)
         warm, cold = ctl.vm(left["warm"]), ctl.vm(left["cold"])
@@ -63,16 +64,16 @@ def test_nspawn_claim_destroy_and_adoption_after_a_crash(
         assert "INIT_STARTED" in cold["phases"]["durations"]
         assert cold["phases"]["skipped"] == {"KERNEL_BOOTED": "a container shares the host kernel"}
 
-        adopted = ctl.call(ctl.manager.cli_vm("alice"))
+        adopted = ctl.call(ctl.vms.cli_vm("alice"))
         assert adopted.vm_id == left["cold"]
         assert "sessions" in ctl.call(adopted.agent.request("GET", "/sessions"))
 
         # the crashed controller may have refilled its pool in time: that VM was adopted too
         refilled = set(report.adopted) - {left["warm"], left["cold"]}
-        fresh = ctl.call(ctl.manager.claim(VmRole.AUTH))
+        fresh = ctl.call(ctl.vms.claim(VmRole.AUTH))
         assert (fresh.origin, fresh.vm_id in refilled) in {("cold", False), ("pool", True)}
         directory = root / fresh.vm_id.replace("_", "-")
-        assert ctl.api().delete(f"/api/vms/{fresh.vm_id}").json()["state"] == "stopped"
+        assert ctl.client().delete(f"/api/vms/{fresh.vm_id}").json()["state"] == "stopped"
         assert not directory.exists() and mounts_under(directory) == []
-        assert "Reached target" in ctl.api().get(f"/api/vms/{fresh.vm_id}/console").text
+        assert "Reached target" in ctl.client().get(f"/api/vms/{fresh.vm_id}/console").text
     assert list(root.iterdir()) == []

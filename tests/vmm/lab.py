@@ -23,7 +23,7 @@ from remotecli.testbed import OAuthServer, login
 from remotecli.vmm.agentclient import AgentClient
 from remotecli.vmm.base import Instance
 from remotecli.vmm.readiness import console_tail
-from tests.conftest import PASSWORD, USER
+from tests.support.user import PASSWORD, USER
 
 FAILED = pytest.StashKey[bool]()
 PROVIDERS = ("claude_code", "codex", "gemini_cli")

@@ -38,8 +38,7 @@ from playwright.sync_api import (
 
 from remotecli.controller.security import CSRF_HEADER
 from remotecli.controller.settings import Settings
-from tests.controller import vm_harness
-from tests.controller.harness import RunningController, new_token, run_controller
+from tests.support.controller import Controller, new_token, run_controller
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
@@ -60,8 +59,6 @@ CHROMIUM_ARGS = [
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
-state_dir = vm_harness.state_dir
-make_settings = vm_harness.make_settings
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 #: name → PNG bytes, written at the end of a passing session.
@@ -94,7 +91,7 @@ def database_url(state_dir: Path) -> str:
 
 
 @pytest.fixture
-def controller(make_settings: Callable[..., Settings]) -> Iterator[RunningController]:
+def controller(make_settings: Callable[..., Settings]) -> Iterator[Controller]:
     """The whole controller in the offline demo, every service, on the fake backend."""
     with run_controller(make_settings(demo=True)) as running:
         yield running
@@ -138,7 +135,7 @@ def browser(playwright: Playwright) -> Iterator[BrowserContext]:
 
 @dataclass
 class Dashboard:
-    controller: RunningController
+    controller: Controller
     browser: BrowserContext
     steps: list[tuple[str, bytes]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -229,7 +226,7 @@ class Dashboard:
 
 @pytest.fixture
 def dash(
-    request: pytest.FixtureRequest, controller: RunningController, browser: BrowserContext
+    request: pytest.FixtureRequest, controller: Controller, browser: BrowserContext
 ) -> Iterator[Dashboard]:
     dashboard = Dashboard(controller, browser)
     for page in browser.pages:

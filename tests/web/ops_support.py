@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 
 from remotecli.testbed import login
-from tests.conftest import PASSWORD, USER
 from tests.support.poll import eventually
+from tests.support.user import PASSWORD, USER
 from tests.web.conftest import Dashboard
 
 ENDED = ("authenticated", "failed", "cancelled", "expired")

@@ -15,7 +15,7 @@ import re
 import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, Request, Route, expect
 
-from tests.conftest import PASSWORD, USER
+from tests.support.user import PASSWORD, USER
 from tests.web.conftest import Dashboard
 
 #: Codex's browser flow ends at the CLI's own listener, 127.0.0.1:1455.
