@@ -22,8 +22,8 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+from remotecli.controller.logs import JsonFormatter
 from remotecli.vmm import statedir
-from tests.controller.test_secrets_never_leak import Recorder, find
 
 
 def processes_of(directory: Path) -> list[int]:
@@ -59,3 +59,26 @@ def recording_logs() -> Iterator[Recorder]:
 def leaks(secrets: dict[str, str], texts: dict[str, str]) -> list[str]:
     """Every secret found in a text, masked, with where (line by line)."""
     return [hit for where, text in texts.items() for hit in find(secrets, where, text)]
+
+
+class Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def mask(secret: str) -> str:
+    return f"{secret[:6]}…({len(secret)} chars)"
+
+
+def find(secrets: dict[str, str], where: str, text: str) -> list[str]:
+    found = []
+    for name, secret in secrets.items():
+        for number, line in enumerate(text.splitlines(), 1):
+            if secret in line:
+                found.append(f"{name} {mask(secret)} in {where} line {number}")
+    return found

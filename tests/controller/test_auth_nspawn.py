@@ -25,6 +25,7 @@ from remotecli.vmm import hostcheck
 from remotecli.vmm.nspawn.backend import NspawnInstance
 from tests.support.controller import auth_controller
 from tests.support.poll import eventually
+from tests.support.streams import prompt_text
 from tests.support.user import answer_for
 
 #: A cold machine builds the test image (~1 min) inside this test.
@@ -119,23 +120,6 @@ def test_the_whole_flow_for_every_provider_and_mode_in_containers(
             assert text == "You said: hi", (provider, text)
         cli_vms = [v for v in web.get("/api/vms").json()["vms"] if v["role"] == "cli"]
         assert [v["userId"] for v in cli_vms] == ["ada"]
-
-
-def prompt_text(web: httpx.Client, user: str, provider: str, prompt: str) -> str:
-    """Run a prompt through the controller; the answer's text from its SSE stream."""
-    text = ""
-    with web.stream(
-        "POST", "/api/prompts", json={"userId": user, "provider": provider, "prompt": prompt}
-    ) as response:
-        assert response.status_code == 200, response.read()
-        event = None
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                event = line.removeprefix("event: ")
-            elif line.startswith("data: ") and event == "text":
-                data = json.loads(line.removeprefix("data: "))
-                text += "" if data.get("thinking") else data["text"]
-    return text
 
 
 def _wait_ended(web: httpx.Client, session_id: str) -> dict[str, object]:

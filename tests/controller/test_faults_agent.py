@@ -29,7 +29,6 @@ from remotecli.testbed import OAuthServer, login
 from remotecli.vmm.fake.backend import FakeInstance
 from remotecli.vmm.nspawn.backend import NspawnInstance
 from remotecli.vmm.statedir import mounts_under
-from tests.controller import test_vms_nspawn
 from tests.faults import (
     leaks,
     processes_of,
@@ -397,9 +396,6 @@ def test_a_killed_pool_vm_is_marked_failed_shown_and_replaced(
 
 
 # -- 3b. the same on nspawn: systemd-nspawn itself killed ----------------------------------------
-
-test_image = test_vms_nspawn.test_image
-nspawn_settings = test_vms_nspawn.nspawn_settings
 
 
 @pytest.mark.timeout(600)  # a cold machine builds the test image first (~1 min)

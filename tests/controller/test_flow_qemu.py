@@ -19,9 +19,9 @@ import pytest
 from remotecli.controller.settings import Settings
 from remotecli.testbed import login
 from remotecli.vmm.qemu.backend import QEMU
-from tests.controller.test_auth_nspawn import prompt_text
 from tests.support.controller import run_controller
 from tests.support.poll import eventually
+from tests.support.streams import prompt_text
 from tests.support.user import PASSWORD, USER
 
 #: A cold machine builds the test image and its VM artifacts inside this test.

@@ -25,12 +25,12 @@ import pytest
 
 from remotecli.controller.context import AppContext
 from remotecli.controller.fleet.store import token_aad
-from remotecli.controller.logs import JsonFormatter
 from remotecli.controller.settings import Settings
 from remotecli.controller.vault.cipher import Sealed, Vault
 from remotecli.server import app as server_app
 from remotecli.server.demo import Demo
 from remotecli.testbed import OAuthServer, approve_device, authority, login, tokens
+from tests.faults import Recorder, find, mask
 from tests.support.controller import run_controller
 from tests.support.poll import eventually
 from tests.support.user import PASSWORD, USER
@@ -54,16 +54,6 @@ CIPHERTEXT = {
     ("vms", "token_ciphertext"),
     ("vms", "token_nonce"),
 }
-
-
-class Recorder(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(JsonFormatter())
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
 
 
 class RecordingTransport(httpx.HTTPTransport):
@@ -142,19 +132,6 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     finally:
         root.removeHandler(recorder)
         ours.setLevel(old_level)
-
-
-def mask(secret: str) -> str:
-    return f"{secret[:6]}…({len(secret)} chars)"
-
-
-def find(secrets: dict[str, str], where: str, text: str) -> list[str]:
-    found = []
-    for name, secret in secrets.items():
-        for number, line in enumerate(text.splitlines(), 1):
-            if secret in line:
-                found.append(f"{name} {mask(secret)} in {where} line {number}")
-    return found
 
 
 def snapshot_logs(state_dir: Path, files: dict[str, str]) -> None:

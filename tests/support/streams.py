@@ -79,3 +79,20 @@ class EventReader:
 
     def phases(self) -> list[str]:
         return [e["phase"] for e in self.events]
+
+
+def prompt_text(web: httpx.Client, user: str, provider: str, prompt: str) -> str:
+    """Run a prompt through the controller; the answer's text from its SSE stream."""
+    text = ""
+    with web.stream(
+        "POST", "/api/prompts", json={"userId": user, "provider": provider, "prompt": prompt}
+    ) as response:
+        assert response.status_code == 200, response.read()
+        event = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event == "text":
+                data = json.loads(line.removeprefix("data: "))
+                text += "" if data.get("thinking") else data["text"]
+    return text

@@ -10,7 +10,7 @@ from remotecli.testbed import TESTBED_URL_ENV, OAuthServer
 from remotecli.vmm.base import Deadlines, InstanceState, Phase
 from remotecli.vmm.fake.backend import SKIPPED, FakeBackend, FakeFault, FakeInstance
 from tests.support import procfs
-from tests.vmm.conftest import Lab
+from tests.vmm.lab import Lab
 
 pytestmark = pytest.mark.anyio
 

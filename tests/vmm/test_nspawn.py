@@ -14,7 +14,7 @@ from remotecli.vmm.base import Instance, InstanceState, Phase
 from remotecli.vmm.nspawn.backend import NspawnBackend, NspawnInstance
 from remotecli.vmm.readiness import probe_health
 from tests.support import procfs
-from tests.vmm.conftest import Lab
+from tests.vmm.lab import Lab
 
 pytestmark = pytest.mark.anyio
 

@@ -34,7 +34,7 @@ from tests.security.probe import (
 )
 from tests.support import procfs
 from tests.support.poll import eventually_async
-from tests.vmm.conftest import Lab
+from tests.vmm.lab import Lab
 
 pytestmark = pytest.mark.anyio
 

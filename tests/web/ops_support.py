@@ -9,7 +9,7 @@ import httpx
 from remotecli.testbed import login
 from tests.support.poll import eventually
 from tests.support.user import PASSWORD, USER
-from tests.web.conftest import Dashboard
+from tests.web.dashboard import Dashboard
 
 ENDED = ("authenticated", "failed", "cancelled", "expired")
 

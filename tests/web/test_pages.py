@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from remotecli.controller.security import CSRF_HEADER, SESSION_COOKIE
 from tests.support.controller import Controller
-from tests.web.conftest import Dashboard
+from tests.web.dashboard import Dashboard
 
 
 def test_a_page_without_the_cookie_sends_the_browser_to_sign_in_and_back(dash: Dashboard) -> None:

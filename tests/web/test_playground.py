@@ -7,7 +7,7 @@ import re
 from playwright.sync_api import Locator, Page, expect
 
 from tests.support.poll import eventually
-from tests.web.conftest import Dashboard
+from tests.web.dashboard import Dashboard
 from tests.web.ops_support import connect
 
 

@@ -10,7 +10,7 @@ from playwright.sync_api import Page, expect
 
 from remotecli.controller.settings import Settings
 from tests.support.controller import Controller, run_controller
-from tests.web.conftest import Dashboard
+from tests.web.dashboard import Dashboard
 from tests.web.ops_support import connect, service
 
 

@@ -26,7 +26,7 @@ from remotecli.vmm.firecracker.backend import FirecrackerBackend, FirecrackerIns
 from tests.support import procfs
 from tests.support.poll import eventually_async
 from tests.vmm.firecracker import fc_openapi
-from tests.vmm.firecracker.conftest import FcLab
+from tests.vmm.firecracker.lab import FcLab
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 NOBODY = 65534

@@ -48,7 +48,7 @@ from tests.security.probe import (
 )
 from tests.support import procfs
 from tests.vmm.lab import failed, teardown
-from tests.vmm.qemu.conftest import VmImage, find_leftovers
+from tests.vmm.qemu.lab import VmImage, find_leftovers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 
