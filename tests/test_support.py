@@ -68,21 +68,28 @@ async def test_eventually_async_awaits_an_async_check() -> None:
 
 
 def test_procfs_tells_a_zombie_from_a_running_child() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                             stdin=subprocess.PIPE)  # fmt: skip
+    argv = (sys.executable, "-c", "import sys; sys.stdin.read()")
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE)
+    assert child.stdin is not None
     try:
-        seen = procfs.read(child.pid)
-        assert seen is not None and seen.ppid == os.getpid()
-        assert seen.argv == (sys.executable, "-c", "import sys; sys.stdin.read()")
+        # Read once it ran exec (just after the fork /proc shows the parent's or no argv).
+        seen = eventually("the child to exec", lambda: _as_run(child.pid, argv))
+        assert seen.ppid == os.getpid()
         assert procfs.alive(child.pid)
         assert child.pid in procfs.descendants(os.getpid())
         assert child.pid in [p.pid for p in procfs.naming("sys.stdin.read()")]
-        assert child.stdin is not None
         child.stdin.close()
         zombie = eventually("the child to exit", lambda: (p := procfs.read(child.pid)) and p.zombie)
         assert zombie is True
         assert not procfs.alive(child.pid)  # exited, not yet reaped: a zombie is not running
     finally:
+        if not child.stdin.closed:
+            child.stdin.close()
         child.wait(10)
     assert procfs.read(child.pid) is None
     assert not procfs.alive(child.pid)
+
+
+def _as_run(pid: int, argv: tuple[str, ...]) -> procfs.Process | None:
+    process = procfs.read(pid)
+    return process if process is not None and process.argv == argv else None
