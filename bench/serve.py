@@ -1,6 +1,6 @@
 """The real controller (uvicorn in a thread, every service) for the benches, and its admin token.
 
-A bench's own copy of what the tests do in ``tests/controller/harness.py``:
+A bench's own copy of what the tests do in ``tests/support/controller.py``:
 bench/ does not import from tests/.
 """
 

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import httpx
 
 import remotecli
+from tests.support.poll import NotYet, eventually
 
 PACKAGE = Path(remotecli.__file__).parent
 AGENT_PARTS = ("__init__.py", "agent", "providers")
@@ -130,8 +130,7 @@ def run_agent(
 
 
 def _wait_listening(agent: RunningAgent, timeout: float = 20.0) -> int | None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    def listening() -> dict[str, Any] | None:
         if agent.proc.poll() is not None:
             raise RuntimeError(
                 f"agent exited with {agent.proc.returncode} before listening:\n"
@@ -139,12 +138,19 @@ def _wait_listening(agent: RunningAgent, timeout: float = 20.0) -> int | None:
             )
         for record in agent.log_records():
             if record.get("event") == "agent.listening":
-                for listener in record["listeners"]:
-                    if listener.startswith("tcp:"):
-                        return int(listener.rsplit(":", 1)[1])
-                return None
-        time.sleep(0.02)
-    raise RuntimeError(f"agent not listening after {timeout} s:\n{agent.log_path.read_text()}")
+                return record
+        return None
+
+    try:
+        listened = eventually("the agent to listen", listening, timeout, interval=0.02)
+    except NotYet:
+        raise RuntimeError(
+            f"agent not listening after {timeout} s:\n{agent.log_path.read_text()}"
+        ) from None
+    for listener in listened["listeners"]:
+        if listener.startswith("tcp:"):
+            return int(listener.rsplit(":", 1)[1])
+    return None
 
 
 def port_is_listening(port: int, host: str = "127.0.0.1") -> bool:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.agent_harness import RunningAgent
+from tests.support import procfs
+from tests.support.poll import NotYet, eventually
 
 
 def error_of(response: httpx.Response) -> tuple[int, str]:
@@ -35,39 +35,6 @@ def wait_ended(agent: RunningAgent, session_id: str, seconds: float = 25) -> dic
     )
     status: dict[str, Any] = response.json()
     return status
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (by parent links, read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return state != "Z"
 
 
 def log_in(agent: RunningAgent, provider: str, user: str, password: str) -> None:
@@ -104,11 +71,10 @@ def run_prompt(
 
 def all_gone(pids: list[int], seconds: float = 10.0) -> bool:
     """Wait until none of ``pids`` is alive (a stop may still be in its grace period)."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    while any(alive(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
+    try:
+        eventually(
+            "the processes to end", lambda: not any(procfs.alive(pid) for pid in pids), seconds
+        )
+    except NotYet:
+        return False
     return True

@@ -7,6 +7,8 @@ finds all of them by the VM's state directory: it is in the agent's argv
 and in every child's ``HOME`` (the agent's ``--home`` is under it). On
 nspawn the VMM process is ``systemd-nspawn`` itself (``instance.pid``).
 
+Whether a pid still runs, and what it is: ``tests/support/procfs.py``.
+
 ``recording_logs()`` keeps every controller log record (JSON, as production
 writes them) so a test can scan them for secrets.
 """
@@ -20,32 +22,13 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+from remotecli.controller.logs import JsonFormatter
 from remotecli.vmm import statedir
-from tests.controller.test_secrets_never_leak import Recorder, find
 
 
 def processes_of(directory: Path) -> list[int]:
     """Pids of live processes whose argv or environment names ``directory``."""
     return statedir.processes_naming(directory)
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie (an orphan waits for init to reap it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def describe(pids: list[int]) -> list[str]:
-    """``pid: argv`` of each pid still there (for failure messages)."""
-    out = []
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            out.append(f"{pid}: {argv.decode(errors='replace')[:200]}")
-    return out
 
 
 def sigkill(pid: int) -> None:
@@ -76,3 +59,26 @@ def recording_logs() -> Iterator[Recorder]:
 def leaks(secrets: dict[str, str], texts: dict[str, str]) -> list[str]:
     """Every secret found in a text, masked, with where (line by line)."""
     return [hit for where, text in texts.items() for hit in find(secrets, where, text)]
+
+
+class Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def mask(secret: str) -> str:
+    return f"{secret[:6]}…({len(secret)} chars)"
+
+
+def find(secrets: dict[str, str], where: str, text: str) -> list[str]:
+    found = []
+    for name, secret in secrets.items():
+        for number, line in enumerate(text.splitlines(), 1):
+            if secret in line:
+                found.append(f"{name} {mask(secret)} in {where} line {number}")
+    return found

@@ -35,18 +35,20 @@ it closes.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import os
 import re
 import secrets
 import subprocess
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from tests.support import procfs
+from tests.support.poll import NotYet, eventually, eventually_async
 
 #: Commands (argv[0]'s basename) of the processes a backend starts.
 VMM_COMMANDS = re.compile(r"^(qemu-system.*|firecracker|jailer|systemd-nspawn|unshare|nsenter)$")
@@ -59,6 +61,8 @@ VM_LINKS = re.compile(r"^(tap|veth|vnet|fc|vm|rcli|remotecli)")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: The jailer's shared parent cgroup stays by design (fcjail.py): only its children count.
 JAILER_PARENT = "remotecli-fc"
+#: What a watch waits for at its end (teardowns still reaping children).
+SETTLED = "nothing left behind"
 MAX_FILES = 20_000
 #: systemd-nspawn's per-machine directory on the host (left by a killed launcher).
 NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
@@ -135,37 +139,16 @@ class Proc:
 
 def _procs() -> dict[int, Proc]:
     found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for process in procfs.processes():
         try:
-            stat = (entry / "stat").read_text()
-            raw = (entry / "cmdline").read_bytes()
-            cgroup = (entry / "cgroup").read_text()
+            cgroup = procfs.cgroup(process.pid)
         except OSError:
             continue  # exited meanwhile
-        # comm is in parentheses and may itself hold ") ": split at the last one.
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid = int(entry.name)
-        found[pid] = Proc(
-            pid, int(fields[1]), f"{pid}@{fields[19]}", comm, fields[0],
-            raw.replace(b"\0", b" ").decode(errors="replace").strip(), cgroup,
+        found[process.pid] = Proc(
+            process.pid, process.ppid, f"{process.pid}@{process.starttime}", process.comm,
+            process.state, process.cmdline.strip(), cgroup,
         )  # fmt: skip
     return found
-
-
-def _descendants(procs: dict[int, Proc], root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for p in procs.values():
-        children.setdefault(p.ppid, []).append(p.pid)
-    out: set[int] = set()
-    todo = list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        out.add(pid)
-        todo += children.get(pid, [])
-    return out
 
 
 def _is_vmm(p: Proc) -> bool:
@@ -180,7 +163,7 @@ def _describe(p: Proc) -> str:
 def _processes(me: int) -> tuple[Category, dict[str, Proc]]:
     """The category (our descendants and VMM-like processes) and every process by key."""
     procs = _procs()
-    mine = _descendants(procs, me)
+    mine = set(procfs.descendants(me, procs.values()))
     chosen = [p for p in procs.values() if p.pid in mine or _is_vmm(p)]
     return (
         Category("processes", {p.key: _describe(p) for p in chosen}),
@@ -446,9 +429,8 @@ class LeakWatch:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        end = time.monotonic() + (self.settle if kind is None else 0)
-        while self.check().leaks and time.monotonic() < end:
-            time.sleep(0.1)
+        with contextlib.suppress(NotYet):  # _conclude reports what is left
+            eventually(SETTLED, lambda: not self.check().leaks, self._settle(kind), interval=0.1)
         self._conclude(raised=kind is not None)
 
     async def __aenter__(self) -> LeakWatch:
@@ -457,12 +439,16 @@ class LeakWatch:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        end = time.monotonic() + (self.settle if kind is None else 0)
-        while self.check().leaks:
-            if time.monotonic() >= end:
-                break
-            await asyncio.sleep(0.1)  # lets the loop reap children and finish teardowns
+        # Polled on the loop: it lets the loop reap children and finish teardowns.
+        with contextlib.suppress(NotYet):
+            await eventually_async(
+                SETTLED, lambda: not self.check().leaks, self._settle(kind), interval=0.1
+            )
         self._conclude(raised=kind is not None)
+
+    def _settle(self, kind: type[BaseException] | None) -> float:
+        """How long teardowns may take to finish: none after an error (report at once)."""
+        return self.settle if kind is None else 0
 
 
 def no_leaks(*paths: Path, markers: Iterable[str] = (), settle: float = 10.0) -> LeakWatch:

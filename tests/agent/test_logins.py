@@ -16,8 +16,9 @@ import pytest
 
 from remotecli.testbed import OAuthServer, approve_device, login
 from tests.agent_harness import RunningAgent, port_is_listening, run_agent
-from tests.agent_helpers import all_gone, descendants, error_of, start_login, wait_ended
-from tests.conftest import PASSWORD, USER
+from tests.agent_helpers import all_gone, error_of, start_login, wait_ended
+from tests.support import procfs
+from tests.support.user import PASSWORD, USER
 
 
 def _credentials(agent: RunningAgent, provider: str) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def test_gemini_paste_code_login_after_a_refused_code(
     tokens = json.loads(creds["files"][0]["content"])
     assert tokens["access_token"] in _issued_access_tokens(oauth_server, "gemini")
     # Gemini does not exit after a login: the agent stops it.
-    assert all_gone(descendants(agent.proc.pid))
+    assert all_gone(procfs.descendants(agent.proc.pid))
     settings = json.loads((agent.home / ".gemini/settings.json").read_text())
     assert settings["security"]["auth"]["selectedType"] == "oauth-personal"
 
@@ -145,7 +146,7 @@ def test_codex_callback_relay_refuses_anything_but_the_pending_listener(
 
 def test_cancel_kills_the_whole_group_and_frees_the_port(agent: RunningAgent) -> None:
     session = start_login(agent, "codex", "localhost_callback")
-    children = descendants(agent.proc.pid)
+    children = procfs.descendants(agent.proc.pid)
     assert children and port_is_listening(1455)
     cancelled = agent.client().delete(f"/sessions/{session['sessionId']}").json()
     assert (cancelled["phase"], cancelled["error"]["code"]) == ("cancelled", "cancelled")
@@ -177,7 +178,7 @@ def test_deadline_expires_the_login_and_leaves_nothing(
         extra_args=("--login-deadline", "1.5"),
     ) as agent:
         session = start_login(agent, "gemini_cli")  # Gemini ignores SIGTERM: the hard case
-        children = descendants(agent.proc.pid)
+        children = procfs.descendants(agent.proc.pid)
         ended = wait_ended(agent, session["sessionId"])
         assert (ended["phase"], ended["error"]["code"]) == ("expired", "login_expired")
         assert all_gone(children)

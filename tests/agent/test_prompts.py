@@ -12,8 +12,10 @@ import pytest
 
 from remotecli.testbed import OAuthServer
 from tests.agent_harness import RunningAgent
-from tests.agent_helpers import all_gone, descendants, log_in, run_prompt
-from tests.conftest import PASSWORD, USER
+from tests.agent_helpers import all_gone, log_in, run_prompt
+from tests.support import procfs
+from tests.support.poll import eventually
+from tests.support.user import PASSWORD, USER
 
 PROVIDERS = ["claude_code", "codex", "gemini_cli"]
 
@@ -107,7 +109,7 @@ def test_cancel_stops_a_hanging_run_and_its_processes(agent: RunningAgent) -> No
     thread = threading.Thread(target=lambda: events.extend(run_prompt(agent, "codex", "hang")))
     thread.start()
     run_id = _wait_for_run(agent)
-    children = descendants(agent.proc.pid)
+    children = procfs.descendants(agent.proc.pid)
     assert children
     response = agent.client().delete(f"/prompts/{run_id}")
     assert response.status_code == 202
@@ -125,7 +127,7 @@ def test_a_run_past_its_deadline_is_stopped(agent: RunningAgent) -> None:
     errors = [e for e in events if e["type"] == "error"]
     assert [e["code"] for e in errors] == ["timeout"], events
     assert "1 s" in errors[0]["message"]
-    assert all_gone(descendants(agent.proc.pid))
+    assert all_gone(procfs.descendants(agent.proc.pid))
 
 
 def test_hanging_up_stops_the_run(agent: RunningAgent) -> None:
@@ -145,18 +147,15 @@ def test_hanging_up_stops_the_run(agent: RunningAgent) -> None:
         while b"run.started" not in received:
             received += sock.recv(4096)
         time.sleep(0.3)  # the run is hanging, not finishing
-        children = descendants(agent.proc.pid)
+        children = procfs.descendants(agent.proc.pid)
         assert children
     assert all_gone(children)
     assert agent.client().get("/prompts").json() == {"runs": []}
 
 
 def _wait_for_run(agent: RunningAgent) -> str:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def first_run() -> str | None:
         runs = agent.client().get("/prompts").json()["runs"]
-        if runs:
-            run_id: str = runs[0]["runId"]
-            return run_id
-        time.sleep(0.05)
-    raise AssertionError("the run never showed up in GET /prompts")
+        return str(runs[0]["runId"]) if runs else None
+
+    return eventually("the run to show up in GET /prompts", first_run, 10)

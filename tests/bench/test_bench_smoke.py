@@ -16,10 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.controller.conftest import database_url, pg_cluster
-
-__all__ = ["database_url", "pg_cluster"]  # the fixtures, shared with the controller tests
-
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 LOGIN_PHASES = {
     "click→URL (wall)",

@@ -35,7 +35,7 @@ from remotecli.controller.security import CSRF_HEADER, SAFE_METHODS, SESSION_COO
 from remotecli.controller.settings import Settings
 from remotecli.server.app import create_app
 from remotecli.web.routes import PREFIX
-from tests.controller.harness import RunningController, new_token, run_controller
+from tests.support.controller import Controller, new_token, run_controller
 
 CALLERS = ("none", "wrong", "own", "other", "service", "admin")
 OK = "ok"
@@ -191,7 +191,7 @@ def test_every_route_has_a_row_in_the_access_matrix() -> None:
 
 @dataclass
 class World:
-    running: RunningController
+    running: Controller
     tokens: dict[str, str | None]
     bob_session: str
 

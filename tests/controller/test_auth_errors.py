@@ -11,8 +11,8 @@ import pytest
 
 from remotecli.controller.db.models import VmState
 from remotecli.testbed import login
-from tests.conftest import PASSWORD, USER
-from tests.controller.auth_support import Harness, answer_for
+from tests.support.controller import Controller
+from tests.support.user import PASSWORD, USER, answer_for
 
 
 def error_of(response: httpx.Response) -> tuple[int, str]:
@@ -45,7 +45,7 @@ def start(client: httpx.Client, **body: Any) -> httpx.Response:
     ],
 )
 def test_bad_starts_are_refused_before_anything_is_written(
-    harness: Harness, body: dict[str, Any], expected: tuple[int, str]
+    harness: Controller, body: dict[str, Any], expected: tuple[int, str]
 ) -> None:
     web = harness.client("service")
     before = harness.counts()
@@ -57,7 +57,7 @@ def test_bad_starts_are_refused_before_anything_is_written(
     assert "x" * 100 not in response.text  # a refused key is not echoed
 
 
-def test_unknown_sessions_are_404_on_every_route(harness: Harness) -> None:
+def test_unknown_sessions_are_404_on_every_route(harness: Controller) -> None:
     web = harness.client("service")
     for method, path, body in [
         ("GET", "/api/auth/sessions/auth_nope", None),
@@ -69,7 +69,7 @@ def test_unknown_sessions_are_404_on_every_route(harness: Harness) -> None:
         assert error_of(response) == (404, "unknown_session"), (method, path)
 
 
-def test_callers_see_only_their_users_sessions(harness: Harness) -> None:
+def test_callers_see_only_their_users_sessions(harness: Controller) -> None:
     alice = harness.client("user:alice")
     bob = harness.client("user:bob")
     session = start(alice, userId="alice", provider="claude_code").json()
@@ -88,7 +88,7 @@ def test_callers_see_only_their_users_sessions(harness: Harness) -> None:
         ({}, "token_required"),
         ({"Authorization": "Bearer rcli_user_nope"}, "invalid_token"),
     ]:
-        anonymous = harness.running.client(None)
+        anonymous = harness.client(None)
         for method, path in [
             ("POST", "/api/auth/start"),
             ("GET", f"/api/auth/sessions/{sid}"),
@@ -105,7 +105,7 @@ def test_callers_see_only_their_users_sessions(harness: Harness) -> None:
     assert harness.client("service").get(f"/api/auth/sessions/{sid}").status_code == 200
 
 
-def test_only_a_service_token_creates_users_on_the_fly(harness: Harness) -> None:
+def test_only_a_service_token_creates_users_on_the_fly(harness: Controller) -> None:
     admin = harness.client("admin")
     web = harness.client("service")
 
@@ -127,7 +127,7 @@ def _with_state(url: str, state: str) -> str:
 
 
 def test_wrong_answers_come_back_with_the_agents_code_and_the_login_goes_on(
-    harness: Harness,
+    harness: Controller,
 ) -> None:
     web = harness.client("service")
     session = start(web, provider="codex", mode="localhost_callback").json()
@@ -165,7 +165,7 @@ def test_wrong_answers_come_back_with_the_agents_code_and_the_login_goes_on(
     assert error_of(again) == (409, "session_ended")
 
 
-def test_a_claude_code_from_another_sign_in_is_refused(harness: Harness) -> None:
+def test_a_claude_code_from_another_sign_in_is_refused(harness: Controller) -> None:
     web = harness.client("service")
     session = start(web, provider="claude_code").json()
     answer = answer_for(session)
@@ -182,7 +182,7 @@ def test_a_claude_code_from_another_sign_in_is_refused(harness: Harness) -> None
     )
 
 
-def test_device_logins_take_nothing_pasted(harness: Harness) -> None:
+def test_device_logins_take_nothing_pasted(harness: Controller) -> None:
     web = harness.client("service")
     session = start(web, provider="codex", mode="device_code").json()
 
@@ -192,7 +192,7 @@ def test_device_logins_take_nothing_pasted(harness: Harness) -> None:
     assert session["expects"] is None and session["userCode"]
 
 
-def test_a_login_the_cli_gives_up_on_ends_failed_with_nothing_stored(harness: Harness) -> None:
+def test_a_login_the_cli_gives_up_on_ends_failed_with_nothing_stored(harness: Controller) -> None:
     """Gemini exits after a second refused code: the session fails, no credential, no VM."""
     web = harness.client("service")
     session = start(web, provider="gemini_cli").json()
@@ -202,7 +202,7 @@ def test_a_login_the_cli_gives_up_on_ends_failed_with_nothing_stored(harness: Ha
     assert (first["phase"], first["error"]["code"]) == ("awaiting_user", "code_rejected")
     assert first["loginUrl"] != session["loginUrl"]  # Gemini shows a new link after a refusal
     second = web.post(f"/api/auth/sessions/{sid}/code", json={"code": "wrong-2"}).json()
-    final = harness.wait_for(web, sid, {"failed"}) if not second["ended"] else second
+    final = harness.wait_phase(web, sid, {"failed"}) if not second["ended"] else second
 
     assert (final["phase"], final["error"]["code"]) == ("failed", "login_failed")
     assert "wrong-2" not in str(final)
@@ -211,7 +211,7 @@ def test_a_login_the_cli_gives_up_on_ends_failed_with_nothing_stored(harness: Ha
     assert web.get("/api/users/u-1/credentials").json() == []
 
 
-def test_credentials_routes_refuse_bad_input(harness: Harness) -> None:
+def test_credentials_routes_refuse_bad_input(harness: Controller) -> None:
     web = harness.client("service")
     alice = harness.client("user:alice")
 

@@ -17,7 +17,9 @@ import pytest
 from remotecli.controller.db.models import VmState
 from remotecli.controller.vault import credentials
 from remotecli.providers import get_provider
-from tests.controller.auth_support import EventReader, Harness, answer_for
+from tests.support.controller import Controller
+from tests.support.streams import EventReader
+from tests.support.user import answer_for
 
 ORDER = [
     "claiming_vm",
@@ -35,7 +37,7 @@ TOKEN_FILES = {
 }
 
 
-def _stored_files(harness: Harness, user_id: str, provider: str) -> tuple[int, dict[str, Any]]:
+def _stored_files(harness: Controller, user_id: str, provider: str) -> tuple[int, dict[str, Any]]:
     async def read() -> tuple[int, dict[str, Any]]:
         async with harness.context.sessions() as session:
             record = await credentials.current(session, user_id, provider)
@@ -56,7 +58,7 @@ def _stored_files(harness: Harness, user_id: str, provider: str) -> tuple[int, d
     ],
 )
 def test_a_whole_login_ends_in_the_vault_with_the_vm_gone(
-    harness: Harness, provider: str, mode: str, caplog: pytest.LogCaptureFixture
+    harness: Controller, provider: str, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     web = harness.client("service")
@@ -72,7 +74,7 @@ def test_a_whole_login_ends_in_the_vault_with_the_vm_gone(
         mode,
         provider,
     )
-    assert session["loginUrl"].startswith(harness.server.url)
+    assert session["loginUrl"].startswith(harness.oauth.url)
     assert session["instructions"]
     assert session["timings"]["claimMs"] > 0 and session["timings"]["urlMs"] > 0
     assert session["vmOrigin"] in ("pool", "restore", "cold")
@@ -87,7 +89,7 @@ def test_a_whole_login_ends_in_the_vault_with_the_vm_gone(
         assert done.status_code == 200, done.text
         final = done.json()
     else:
-        final = harness.wait_for(web, session["id"], {"authenticated", "failed"})
+        final = harness.wait_phase(web, session["id"], {"authenticated", "failed"})
 
     assert (final["phase"], final["ended"], final["error"]) == ("authenticated", True, None)
     events.wait()
@@ -103,7 +105,7 @@ def test_a_whole_login_ends_in_the_vault_with_the_vm_gone(
     value: Any = files[path][1]
     for key in keys:
         value = value[key]
-    assert value in {t.access_token for t in harness.server.issued_tokens(server_name)}
+    assert value in {t.access_token for t in harness.oauth.issued_tokens(server_name)}
     assert all(mode == "0600" for mode, _ in files.values())
     # The auth VM is gone.
     assert harness.vm_row(vm_id).state == VmState.STOPPED
@@ -120,8 +122,8 @@ def test_a_whole_login_ends_in_the_vault_with_the_vm_gone(
         assert not any(secret in text for secret in secrets)
 
 
-def test_openapi_documents_the_routes_and_takes_secrets_write_only(harness: Harness) -> None:
-    spec = harness.running.client(None).get("/openapi.json").json()
+def test_openapi_documents_the_routes_and_takes_secrets_write_only(harness: Controller) -> None:
+    spec = harness.client(None).get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
 
     assert {

@@ -4,7 +4,6 @@ gets ready, a controller restart. Each leaves no VM behind and says why."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 import pytest
@@ -14,17 +13,15 @@ from remotecli.controller.settings import Settings
 from remotecli.controller.vault import credentials
 from remotecli.testbed import OAuthServer
 from remotecli.vmm.fake.backend import FakeBackend, FakeFault
-from tests.controller.auth_support import (
-    EventReader,
-    Harness,
-    answer_for,
-    auth_controller,
-    crash_during_login,
-)
+from tests.support.controller import Controller, auth_controller
+from tests.support.controller_process import crash_during_login
+from tests.support.poll import eventually
+from tests.support.streams import EventReader
+from tests.support.user import answer_for
 
 
 @pytest.mark.parametrize("provider", ["claude_code", "codex", "gemini_cli"])
-def test_api_key_mode_stores_the_key_without_a_vm(harness: Harness, provider: str) -> None:
+def test_api_key_mode_stores_the_key_without_a_vm(harness: Controller, provider: str) -> None:
     web = harness.client("service")
     key = f"sk-test-{provider}-0123456789"
 
@@ -63,7 +60,7 @@ def test_api_key_mode_stores_the_key_without_a_vm(harness: Harness, provider: st
     assert web.get("/api/users/u-1/credentials").json()[0]["version"] == 2
 
 
-def test_disconnect_deletes_every_version(harness: Harness) -> None:
+def test_disconnect_deletes_every_version(harness: Controller) -> None:
     web = harness.client("service")
     for n in range(3):
         web.post(
@@ -78,7 +75,7 @@ def test_disconnect_deletes_every_version(harness: Harness) -> None:
     assert harness.counts()["credentials"] == 1
 
 
-def test_cancel_stops_the_login_and_destroys_the_vm(harness: Harness) -> None:
+def test_cancel_stops_the_login_and_destroys_the_vm(harness: Controller) -> None:
     web = harness.client("service")
     session = web.post("/api/auth/start", json={"userId": "u-1", "provider": "codex"}).json()
     sid = session["id"]
@@ -97,7 +94,7 @@ def test_cancel_stops_the_login_and_destroys_the_vm(harness: Harness) -> None:
     assert (late.status_code, late.json()["code"]) == (409, "session_ended")
 
 
-def test_an_authenticated_login_cannot_be_cancelled(harness: Harness) -> None:
+def test_an_authenticated_login_cannot_be_cancelled(harness: Controller) -> None:
     web = harness.client("service")
     session = web.post("/api/auth/start", json={"userId": "u-1", "provider": "claude_code"}).json()
     answer = answer_for(session)
@@ -109,14 +106,14 @@ def test_an_authenticated_login_cannot_be_cancelled(harness: Harness) -> None:
     assert harness.counts()["credentials"] == 1
 
 
-def test_a_newer_login_for_the_same_provider_supersedes_the_older(harness: Harness) -> None:
+def test_a_newer_login_for_the_same_provider_supersedes_the_older(harness: Controller) -> None:
     web = harness.client("service")
     first = web.post("/api/auth/start", json={"userId": "u-1", "provider": "claude_code"}).json()
     other = web.post("/api/auth/start", json={"userId": "u-1", "provider": "codex"}).json()
 
     second = web.post("/api/auth/start", json={"userId": "u-1", "provider": "claude_code"}).json()
 
-    old = harness.wait_for(web, first["id"], {"cancelled"})
+    old = harness.wait_phase(web, first["id"], {"cancelled"})
     assert (old["phase"], old["error"]["code"]) == ("cancelled", "superseded")
     assert harness.vm_row(first["vmId"]).state == VmState.STOPPED
     assert web.get(f"/api/auth/sessions/{other['id']}").json()["phase"] == "awaiting_user"
@@ -147,7 +144,7 @@ def test_the_deadline_ends_a_login_nobody_finishes(
         assert (late.status_code, late.json()["code"]) == (409, "session_ended")
 
 
-def test_a_vm_that_never_gets_ready_is_a_503_with_the_evidence(harness: Harness) -> None:
+def test_a_vm_that_never_gets_ready_is_a_503_with_the_evidence(harness: Controller) -> None:
     web = harness.client("service")
     backend = harness.vms.backend
     assert isinstance(backend, FakeBackend)
@@ -170,15 +167,15 @@ def test_a_vm_that_never_gets_ready_is_a_503_with_the_evidence(harness: Harness)
     assert retry.status_code == 201 and retry.json()["phase"] == "awaiting_user"
 
 
-def test_the_stream_sends_heartbeats_while_the_user_is_away(harness: Harness) -> None:
+def test_the_stream_sends_heartbeats_while_the_user_is_away(harness: Controller) -> None:
     web = harness.client("service")
     session = web.post("/api/auth/start", json={"userId": "u-1", "provider": "codex"}).json()
     harness.flows.heartbeat_seconds = 0.2
     events = EventReader(web, f"/api/auth/sessions/{session['id']}/events")
 
-    deadline = time.monotonic() + 10
-    while len(events.comments) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(
+        f"two heartbeats; comments so far: {events.comments}", lambda: len(events.comments) >= 2, 10
+    )
     web.delete(f"/api/auth/sessions/{session['id']}")
 
     assert events.comments[:2] == [": heartbeat", ": heartbeat"]
@@ -194,10 +191,10 @@ def test_a_controller_stop_ends_its_logins(
     with auth_controller(settings, oauth_server) as first:
         web = first.client("service")
         session = web.post("/api/auth/start", json={"userId": "u-1", "provider": "codex"}).json()
-        token = first.tokens["service"]
+        token = first.token("service")
 
     with auth_controller(settings, oauth_server) as second:
-        stopped = second.running.client(token).get(f"/api/auth/sessions/{session['id']}").json()
+        stopped = second.client(token).get(f"/api/auth/sessions/{session['id']}").json()
 
         assert (stopped["phase"], stopped["error"]["code"]) == ("failed", "controller_stopped")
         assert second.vm_row(session["vmId"]).state == VmState.STOPPED

@@ -11,7 +11,6 @@ tests/vmm/test_container_login.py. Skipped where nspawn cannot run
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 import httpx
@@ -24,7 +23,10 @@ from remotecli.testbed import OAuthServer
 from remotecli.testbed.netns import listen_in_netns
 from remotecli.vmm import hostcheck
 from remotecli.vmm.nspawn.backend import NspawnInstance
-from tests.controller.auth_support import answer_for, auth_controller
+from tests.support.controller import auth_controller
+from tests.support.poll import eventually
+from tests.support.streams import prompt_text
+from tests.support.user import answer_for
 
 #: A cold machine builds the test image (~1 min) inside this test.
 pytestmark = pytest.mark.timeout(900)
@@ -84,8 +86,8 @@ def test_the_whole_flow_for_every_provider_and_mode_in_containers(
     """The seed's 14 steps in the offline demo, as `REMOTECLI_DEMO=1 make up` runs them:
     auth VMs and CLI VMs are containers of the golden image; then a prompt per provider."""
     from remotecli.testbed import approve_device, login
-    from tests.conftest import PASSWORD, USER
-    from tests.controller.harness import run_controller
+    from tests.support.controller import run_controller
+    from tests.support.user import PASSWORD, USER
 
     settings = nspawn_settings.model_copy(update={"demo": True, "warm_pool_auth": 1})
     with run_controller(settings) as controller:
@@ -120,28 +122,9 @@ def test_the_whole_flow_for_every_provider_and_mode_in_containers(
         assert [v["userId"] for v in cli_vms] == ["ada"]
 
 
-def prompt_text(web: httpx.Client, user: str, provider: str, prompt: str) -> str:
-    """Run a prompt through the controller; the answer's text from its SSE stream."""
-    text = ""
-    with web.stream(
-        "POST", "/api/prompts", json={"userId": user, "provider": provider, "prompt": prompt}
-    ) as response:
-        assert response.status_code == 200, response.read()
-        event = None
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                event = line.removeprefix("event: ")
-            elif line.startswith("data: ") and event == "text":
-                data = json.loads(line.removeprefix("data: "))
-                text += "" if data.get("thinking") else data["text"]
-    return text
-
-
 def _wait_ended(web: httpx.Client, session_id: str) -> dict[str, object]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def ended() -> dict[str, object] | None:
         session: dict[str, object] = web.get(f"/api/auth/sessions/{session_id}").json()
-        if session["ended"]:
-            return session
-        time.sleep(0.1)
-    raise AssertionError(f"login {session_id} did not end within 60 s")
+        return session if session["ended"] else None
+
+    return eventually(f"login {session_id} to end", ended, 60)

@@ -19,14 +19,14 @@ import pytest
 
 from remotecli.controller.settings import Settings
 from remotecli.testbed import login
-from tests.conftest import PASSWORD, USER
-from tests.controller.harness import RunningController, run_controller
+from tests.support.controller import Controller, run_controller
+from tests.support.user import PASSWORD, USER
 
 CLI = [sys.executable, "-m", "remotecli.cli"]
 
 
 @pytest.fixture
-def demo(short_state_dir: Path) -> Iterator[RunningController]:
+def demo(short_state_dir: Path) -> Iterator[Controller]:
     settings = Settings(
         environment="test", state_dir=short_state_dir, backend="fake", demo=True, warm_pool_auth=0
     )
@@ -34,7 +34,7 @@ def demo(short_state_dir: Path) -> Iterator[RunningController]:
         yield running
 
 
-def _env(controller: RunningController, token: str | None = None) -> dict[str, str]:
+def _env(controller: Controller, token: str | None = None) -> dict[str, str]:
     return {
         **os.environ,
         "REMOTECLI_URL": controller.url,
@@ -44,14 +44,14 @@ def _env(controller: RunningController, token: str | None = None) -> dict[str, s
 
 
 def _cli(
-    controller: RunningController, *args: str, token: str | None = None
+    controller: Controller, *args: str, token: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args], env=_env(controller, token), capture_output=True, text=True, timeout=120
     )
 
 
-def test_users_tokens_login_prompt_and_vms_from_the_command_line(demo: RunningController) -> None:
+def test_users_tokens_login_prompt_and_vms_from_the_command_line(demo: Controller) -> None:
     assert _cli(demo, "users", "create", "alice").returncode == 0
     made = _cli(demo, "tokens", "create", "user", "--user", "alice")
     assert made.returncode == 0, made.stderr
@@ -106,7 +106,7 @@ def test_users_tokens_login_prompt_and_vms_from_the_command_line(demo: RunningCo
     assert refused.returncode == 1 and "invalid_token" in refused.stderr
 
 
-def test_errors_are_one_line_with_the_code_and_a_non_zero_exit(demo: RunningController) -> None:
+def test_errors_are_one_line_with_the_code_and_a_non_zero_exit(demo: Controller) -> None:
     denied = _cli(demo, "vm", "ls", token="rcli_admin_wrong")
     assert denied.returncode == 1
     assert "invalid_token" in denied.stderr

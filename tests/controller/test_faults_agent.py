@@ -29,20 +29,18 @@ from remotecli.testbed import OAuthServer, login
 from remotecli.vmm.fake.backend import FakeInstance
 from remotecli.vmm.nspawn.backend import NspawnInstance
 from remotecli.vmm.statedir import mounts_under
-from tests.conftest import PASSWORD, USER
-from tests.controller import test_vms_nspawn
-from tests.controller.auth_support import EventReader, Harness, answer_for
-from tests.controller.prompt_support import Event, PromptWorld, text_of
-from tests.controller.vm_harness import poll, vm_controller
 from tests.faults import (
-    describe,
     leaks,
     processes_of,
     recording_logs,
-    running,
     sigkill,
     sigkill_group,
 )
+from tests.support import procfs
+from tests.support.controller import Controller, vm_controller
+from tests.support.poll import eventually
+from tests.support.streams import Event, EventReader, text_of
+from tests.support.user import PASSWORD, USER, answer_for
 
 ENDED = {"authenticated", "failed", "cancelled", "expired"}
 
@@ -60,9 +58,9 @@ def all_gone(directory: Path, what: str) -> None:
         return not processes_of(directory) and not directory.exists()
 
     try:
-        poll(what, gone, timeout=15)
+        eventually(what, gone, timeout=15)
     except AssertionError:
-        left = describe(processes_of(directory))
+        left = procfs.describe(processes_of(directory))
         raise AssertionError(
             f"{what}: after 15 s, processes {left or 'none'}, "
             f"state dir {'still there' if directory.exists() else 'gone'}"
@@ -80,7 +78,7 @@ def oauth_secrets(server: OAuthServer) -> dict[str, str]:
 # -- 1. the agent killed in the middle of a login -----------------------------------------------
 
 
-def claude_login_on(harness: Harness, web: httpx.Client) -> tuple[dict[str, Any], FakeInstance]:
+def claude_login_on(harness: Controller, web: httpx.Client) -> tuple[dict[str, Any], FakeInstance]:
     """A Claude login for "ada" showing its URL; its VM, with the agent and the CLI running."""
     started = web.post("/api/auth/start", json={"userId": "ada", "provider": "claude_code"})
     assert started.status_code == 201, started.text
@@ -90,13 +88,13 @@ def claude_login_on(harness: Harness, web: httpx.Client) -> tuple[dict[str, Any]
     assert instance.pid is not None
     before = processes_of(instance.dir.path)
     assert instance.pid in before and len(before) >= 2, (
-        f"expected the agent ({instance.pid}) and the CLI's login: {describe(before)}"
+        f"expected the agent ({instance.pid}) and the CLI's login: {procfs.describe(before)}"
     )
     return session, instance
 
 
 def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works(
-    harness: Harness,
+    harness: Controller,
 ) -> None:
     with recording_logs() as logs:
         web = harness.client("service")
@@ -109,7 +107,7 @@ def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works
 
         sigkill(instance.pid)
 
-        ended = harness.wait_for(web, sid, ENDED, seconds=30)
+        ended = harness.wait_phase(web, sid, ENDED, seconds=30)
         assert ended["phase"] == "failed", f"the login did not fail after its agent died: {ended}"
         error = ended["error"]
         assert error is not None and error["code"] == "vm_lost", ended
@@ -136,7 +134,7 @@ def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works
         assert answer is not None
         done = web.post(f"/api/auth/sessions/{second['id']}/code", json=answer)
         assert done.status_code == 200, done.text
-        finished = harness.wait_for(web, second["id"], ENDED)
+        finished = harness.wait_phase(web, second["id"], ENDED)
         assert finished["phase"] == "authenticated", finished
 
         async def stored() -> dict[str, str]:
@@ -149,11 +147,11 @@ def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works
         files = harness.call(stored())
         assert files and all(files.values()), f"the new login's files are empty: {list(files)}"
         secrets = {
-            **oauth_secrets(harness.server),
+            **oauth_secrets(harness.oauth),
             "pasted code (dead VM)": signed_in.code,
             "pasted code (new login)": answer["code"],
             "VM token": instance.spec.agent_token,
-            "service API token": harness.tokens["service"],
+            "service API token": harness.token("service"),
             **{f"credential file {p}": c for p, c in files.items()},
         }
         texts = {
@@ -171,7 +169,7 @@ def test_an_agent_killed_mid_login_ends_the_login_clearly_and_the_next_one_works
 
 
 def test_a_code_pasted_to_a_dead_agent_is_refused_clearly_and_the_login_still_ends(
-    harness: Harness,
+    harness: Controller,
 ) -> None:
     web = harness.client("service")
     session, instance = claude_login_on(harness, web)
@@ -187,7 +185,7 @@ def test_a_code_pasted_to_a_dead_agent_is_refused_clearly_and_the_login_still_en
     assert refused in {(502, "agent_unreachable"), (409, "session_ended")}, pasted.text
     if refused[0] == 502:
         assert "start a new login" in pasted.json()["message"], pasted.text
-    ended = harness.wait_for(web, session["id"], ENDED, seconds=30)
+    ended = harness.wait_phase(web, session["id"], ENDED, seconds=30)
     assert (ended["phase"], ended["error"]["code"]) == ("failed", "vm_lost"), ended
     assert harness.counts()["credentials"] == 0, "a code pasted to a dead agent stored something"
     assert signed_in.code not in pasted.text + json.dumps(ended)
@@ -198,7 +196,7 @@ def test_a_code_pasted_to_a_dead_agent_is_refused_clearly_and_the_login_still_en
 
 
 def stream_killing_the_agent(
-    world: PromptWorld, path: str, body: dict[str, Any], running: Callable[[list[Event]], bool]
+    world: Controller, path: str, body: dict[str, Any], running: Callable[[list[Event]], bool]
 ) -> tuple[list[Event], FakeInstance]:
     """POST ``body`` and read the SSE answer; SIGKILL the runs' agent once ``running(events)``.
 
@@ -217,7 +215,7 @@ def stream_killing_the_agent(
                     events.append((name, json.loads(line.removeprefix("data: "))))
                     if killed is None and running(events):  # the CLIs run: kill their agent
                         run = next(d for n, d in events if n == "run")
-                        killed = fake_instance(world.vm(run["vmId"]))
+                        killed = fake_instance(world.handle(run["vmId"]))
                         assert killed.pid is not None
                         sigkill(killed.pid)
         except httpx.ReadTimeout:
@@ -229,7 +227,7 @@ def stream_killing_the_agent(
 
 
 def test_an_agent_killed_mid_prompt_ends_the_stream_and_keeps_the_credentials(
-    world: PromptWorld,
+    world: Controller,
 ) -> None:
     with recording_logs() as logs:
         user = world.add_user("ada")
@@ -257,7 +255,7 @@ def test_an_agent_killed_mid_prompt_ends_the_stream_and_keeps_the_credentials(
         assert world.files(current) == files
 
         # The dead VM was destroyed at once (not after the monitor's 30 s), and says why.
-        vm_row = poll("the dead CLI VM's row to end", lambda: _ended_vm(world, vm_id))
+        vm_row = eventually("the dead CLI VM's row to end", lambda: _ended_vm(world, vm_id))
         assert vm_row.state == VmState.FAILED, (vm_row.state, vm_row.stop_reason)
         assert vm_row.error is not None and vm_row.error["code"] == "vm_unhealthy", vm_row.error
         assert vm_row.stop_reason and "the agent died during run" in vm_row.stop_reason, vm_row
@@ -273,7 +271,7 @@ def test_an_agent_killed_mid_prompt_ends_the_stream_and_keeps_the_credentials(
         secrets = {
             **oauth_secrets(world.oauth),
             "VM token": killed.spec.agent_token,
-            "service API token": world.service_token,
+            "service API token": world.token("service"),
             **{f"credential file {p}": c for p, c in files.items()},
         }
         texts = {
@@ -293,7 +291,7 @@ def test_an_agent_killed_mid_prompt_ends_the_stream_and_keeps_the_credentials(
     assert not found, "secrets leaked:\n" + "\n".join(found)
 
 
-def test_an_agent_killed_under_perspectives_ends_every_providers_run(world: PromptWorld) -> None:
+def test_an_agent_killed_under_perspectives_ends_every_providers_run(world: Controller) -> None:
     user = world.add_user("ada")
     providers = ["claude_code", "gemini_cli"]
     for provider in providers:
@@ -327,13 +325,13 @@ def test_an_agent_killed_under_perspectives_ends_every_providers_run(world: Prom
 
 
 def test_a_users_idle_cli_vm_killed_between_prompts_is_replaced_by_the_next_prompt(
-    world: PromptWorld,
+    world: Controller,
 ) -> None:
     user = world.add_user("ada")
     record = world.connect(user, "claude_code")
     first = world.prompt(user, "claude_code", "hello")
     vm_id = next(d for n, d in first if n == "run")["vmId"]
-    instance = fake_instance(world.vm(vm_id))
+    instance = fake_instance(world.handle(vm_id))
     assert instance.pid is not None
 
     sigkill_group(instance.pid)  # between two prompts: nobody is streaming from it
@@ -341,14 +339,14 @@ def test_a_users_idle_cli_vm_killed_between_prompts_is_replaced_by_the_next_prom
     after = world.prompt(user, "claude_code", "hello again")
     assert text_of(after) == "You said: hello again", after
     assert next(d for n, d in after if n == "run")["vmId"] != vm_id
-    vm_row = poll("the dead CLI VM's row to end", lambda: _ended_vm(world, vm_id))
+    vm_row = eventually("the dead CLI VM's row to end", lambda: _ended_vm(world, vm_id))
     assert (vm_row.state, vm_row.error and vm_row.error["code"]) == (VmState.FAILED, "vmm_exited")
     current = world.current(user, "claude_code")
     assert current is not None and world.files(current) == world.files(record)
     all_gone(instance.dir.path, "the killed CLI VM's processes and state dir")
 
 
-def _ended_vm(world: PromptWorld, vm_id: str) -> Vm | None:
+def _ended_vm(world: Controller, vm_id: str) -> Vm | None:
     async def read() -> Vm | None:
         async with world.context.sessions() as session:
             row = await session.get(Vm, vm_id)
@@ -364,32 +362,32 @@ def test_a_killed_pool_vm_is_marked_failed_shown_and_replaced(
     make_settings: Callable[..., Settings],
 ) -> None:
     with vm_controller(make_settings(warm_pool_auth=1)) as ctl:
-        pooled = poll("a warm auth VM", lambda: ctl.pool(VmRole.AUTH))
+        pooled = eventually("a warm auth VM", lambda: ctl.pool(VmRole.AUTH))
         vm_id = pooled[0]
-        instance = fake_instance(ctl.read(lambda: ctl.manager.get(vm_id)))
+        instance = fake_instance(ctl.read(lambda: ctl.vms.get(vm_id)))
         assert instance.pid is not None
 
         sigkill_group(instance.pid)
 
-        row = poll(
+        row = eventually(
             "the killed VM's row to say failed",
             lambda: (vm := ctl.vm(vm_id))["state"] == "failed" and vm,
         )
         assert row["error"]["code"] == "vm_unhealthy", row
         assert "health checks" in row["error"]["message"], row["error"]
         assert row["stopReason"].startswith("unhealthy"), row
-        vms_page = ctl.api().get("/api/vms", params={"all": "true"})
+        vms_page = ctl.client().get("/api/vms", params={"all": "true"})
         listed = {v["id"]: v for v in vms_page.json()["vms"]}
         assert listed[vm_id]["state"] == "failed", listed[vm_id]
-        refilled = poll(
+        refilled = eventually(
             "the pool to refill", lambda: [v for v in ctl.pool(VmRole.AUTH) if v != vm_id]
         )
         assert ctl.vm(refilled[0])["state"] == "ready"
         all_gone(instance.dir.path, "the killed VM's processes and state dir")
-        detail = ctl.api().get(f"/api/vms/{vm_id}")
+        detail = ctl.client().get(f"/api/vms/{vm_id}")
         secrets = {
             "VM token": instance.spec.agent_token,
-            "admin API token": ctl.running.admin_token,
+            "admin API token": ctl.admin_token,
         }
         texts = {"GET /api/vms": vms_page.text, f"GET /api/vms/{vm_id}": detail.text}
     assert all(texts.values()), f"nothing to scan in {[k for k, v in texts.items() if not v]}"
@@ -399,9 +397,6 @@ def test_a_killed_pool_vm_is_marked_failed_shown_and_replaced(
 
 # -- 3b. the same on nspawn: systemd-nspawn itself killed ----------------------------------------
 
-test_image = test_vms_nspawn.test_image
-nspawn_settings = test_vms_nspawn.nspawn_settings
-
 
 @pytest.mark.timeout(600)  # a cold machine builds the test image first (~1 min)
 def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
@@ -409,9 +404,9 @@ def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
 ) -> None:
     settings = nspawn_settings(warm_pool_auth=1, health_interval_seconds=0.5)
     with vm_controller(settings, deadlines=None) as ctl:
-        pooled = poll("a warm auth container", lambda: ctl.pool(VmRole.AUTH), timeout=60)
+        pooled = eventually("a warm auth container", lambda: ctl.pool(VmRole.AUTH), timeout=60)
         vm_id = pooled[0]
-        instance = ctl.read(lambda: ctl.manager.get(vm_id))
+        instance = ctl.read(lambda: ctl.vms.get(vm_id))
         assert instance is not None
         container = instance.instance
         assert isinstance(container, NspawnInstance), container
@@ -421,7 +416,7 @@ def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
 
         sigkill(container.pid)  # systemd-nspawn itself; the guest is left running
 
-        row = poll(
+        row = eventually(
             "the row of the container whose nspawn was killed to say failed",
             lambda: _ended(ctl.vm(vm_id)),
             timeout=30,
@@ -429,7 +424,7 @@ def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
         assert (row["state"], row["error"]["code"]) == ("failed", "vmm_exited"), row
         assert "exited" in row["error"]["message"], row["error"]
         assert row["stopReason"].startswith("VMM process exited"), row
-        refilled = poll(
+        refilled = eventually(
             "the pool to refill",
             lambda: [v for v in ctl.pool(VmRole.AUTH) if v != vm_id],
             timeout=60,
@@ -438,10 +433,10 @@ def test_a_killed_nspawn_launcher_fails_the_vm_and_leaves_nothing(
         all_gone(vm_dir, "the killed container's processes and state dir")
         assert mounts_under(vm_dir) == [], mounts_under(vm_dir)
         assert not any(d.exists() for d in container.cgroup.dirs()), container.cgroup.dirs()
-        assert not running(guest_init), f"the guest's init (pid {guest_init}) still runs"
-        detail = ctl.api().get(f"/api/vms/{vm_id}")
-        console = ctl.api().get(f"/api/vms/{vm_id}/console")
-    secrets = {"VM token": container.spec.agent_token, "admin API token": ctl.running.admin_token}
+        assert not procfs.alive(guest_init), f"the guest's init (pid {guest_init}) still runs"
+        detail = ctl.client().get(f"/api/vms/{vm_id}")
+        console = ctl.client().get(f"/api/vms/{vm_id}/console")
+    secrets = {"VM token": container.spec.agent_token, "admin API token": ctl.admin_token}
     texts = {f"GET /api/vms/{vm_id}": detail.text, "its console": console.text}
     assert all(texts.values()), f"nothing to scan in {[k for k, v in texts.items() if not v]}"
     found = leaks(secrets, texts)

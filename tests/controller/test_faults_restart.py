@@ -1,6 +1,6 @@
 """Faults: the controller process SIGKILLed (or frozen) at the worst moments, then restarted.
 
-The controller runs as an OS process of its own (``proc_harness``) on the
+The controller runs as an OS process of its own (``tests/support/controller_process.py``) on the
 real database (SQLite and PostgreSQL), its VMs on the fake backend (the real
 agent as a host process with the test bed's fake CLIs), the test bed's OAuth
 server in the test process (it outlives every restart). A kill is SIGKILL to
@@ -28,17 +28,9 @@ import pytest
 from remotecli.controller.fleet.store import instance_id_for
 from remotecli.controller.settings import Settings
 from remotecli.testbed import OAuthServer
-from tests.controller import vm_harness
-from tests.controller.proc_harness import (
-    ControllerProcess,
-    assert_no_orphans,
-    pid_alive,
-    refresh_token_of,
-)
-from tests.controller.vm_harness import poll
-
-state_dir = vm_harness.state_dir
-make_settings = vm_harness.make_settings
+from tests.support import procfs
+from tests.support.controller_process import ControllerProcess, assert_no_orphans, refresh_token_of
+from tests.support.poll import eventually
 
 #: Two controller starts, logins and prompts on a 2-core host shared with other runs.
 pytestmark = pytest.mark.timeout(180)
@@ -69,10 +61,10 @@ def test_a_login_cut_by_sigkill_ends_controller_restarted_and_a_new_one_works(
     session = started.json()
     assert (session["phase"], session["expects"]) == ("awaiting_user", "code"), session
     ((instance, agent_pid),) = ctl.instances().items()
-    assert agent_pid is not None and pid_alive(agent_pid), f"no live agent for {instance}"
+    assert agent_pid is not None and procfs.alive(agent_pid), f"no live agent for {instance}"
 
     ctl.kill()
-    assert pid_alive(agent_pid), "the agent died with the controller: the crash was not a crash"
+    assert procfs.alive(agent_pid), "the agent died with the controller: the crash was not a crash"
     ctl.start()
     web, admin = ctl.client("service"), ctl.client("admin")
 
@@ -85,7 +77,7 @@ def test_a_login_cut_by_sigkill_ends_controller_restarted_and_a_new_one_works(
     assert [r["adopted"] for r in reports] == [[session["vmId"]]], reports
     vm = admin.get(f"/api/vms/{session['vmId']}").json()
     assert vm["state"] == "stopped" and "orphaned by a restart" in vm["stopReason"], vm
-    poll(f"the old agent (pid {agent_pid}) to exit", lambda: not pid_alive(agent_pid))
+    eventually(f"the old agent (pid {agent_pid}) to exit", lambda: not procfs.alive(agent_pid))
     assert ctl.instances() == {}, "the cut login's VM is still on disk"
     late = web.post(f"/api/auth/sessions/{session['id']}/code", json={"code": "abc#def"})
     assert late.status_code == 409, late.text
@@ -95,7 +87,7 @@ def test_a_login_cut_by_sigkill_ends_controller_restarted_and_a_new_one_works(
     assert [(c["provider"], c["state"], c["version"]) for c in listed] == [
         ("claude_code", "connected", 1)
     ], listed
-    poll("the new login's VM to be destroyed", lambda: ctl.instances() == {})
+    eventually("the new login's VM to be destroyed", lambda: ctl.instances() == {})
     assert_no_orphans(ctl, admin)
 
 
@@ -117,7 +109,7 @@ def test_a_capture_cut_by_sigkill_leaves_no_version_or_a_whole_one(
     assert on_vm["complete"], on_vm
     if moment == "after_the_vault_write":
         ctl.signal(signal.SIGCONT)
-        poll(
+        eventually(
             "the controller to store the captured files",
             lambda: ctl.vault_files("ada", "claude_code"),
             timeout=30,
@@ -140,7 +132,7 @@ def test_a_capture_cut_by_sigkill_leaves_no_version_or_a_whole_one(
         assert (after["phase"], after["error"]["code"]) == ("failed", "controller_restarted"), after
     listed = web.get("/api/users/ada/credentials").json()
     assert [c["version"] for c in listed] == [v for v, _ in stored], listed
-    poll("the cut login's VM to be destroyed", lambda: ctl.instances() == {})
+    eventually("the cut login's VM to be destroyed", lambda: ctl.instances() == {})
     assert_no_orphans(ctl, admin)
 
     ctl.login(web, "ada", "claude_code")
@@ -173,7 +165,7 @@ def test_a_sync_back_cut_by_sigkill_is_recovered_from_the_adopted_vm(
     web, admin = ctl.client("service"), ctl.client("admin")
     ctl.login(web, "ada", "claude_code")
     ((_, first),) = ctl.vault_files("ada", "claude_code")
-    poll("the login's VM to be destroyed", lambda: ctl.instances() == {})
+    eventually("the login's VM to be destroyed", lambda: ctl.instances() == {})
     # The next run's CLI refreshes (single-use refresh token: the old one is spent at once),
     # writes the new files, then the prompt "hang" keeps the run going until it is killed.
     oauth_server.expire_access_tokens("claude")
@@ -193,7 +185,7 @@ def test_a_sync_back_cut_by_sigkill_is_recovered_from_the_adopted_vm(
 
     (report,) = ctl.reconcile_reports()
     assert report["adopted"] == [vm_id_of(admin, cli_instance)], report
-    assert cli_pid is not None and pid_alive(cli_pid), "the adopted VM's agent is gone"
+    assert cli_pid is not None and procfs.alive(cli_pid), "the adopted VM's agent is gone"
     versions = ctl.vault_files("ada", "claude_code")
     assert [v for v, _ in versions] == [1, 2], "the VM's rotated copy was not synced back"
     assert refresh_token_of(versions[-1][1]) == refresh_token_of(on_vm)

@@ -1,6 +1,6 @@
 """Faults of the controller's storage: the database away for a while, the disk full under the vault.
 
-The controller runs as its own process (``proc_harness``) with its VMs on the
+The controller runs as its own process (``tests/support/controller_process.py``) with its VMs on the
 fake backend and the test bed's OAuth server; users connect through the real
 login flow. The faults are real: a PostgreSQL cluster of the test's own
 stopped and started again (``pg_ctl``), a SQLite database locked by another
@@ -35,12 +35,9 @@ import pytest
 from remotecli.controller.fleet.store import instance_id_for
 from remotecli.controller.settings import Settings
 from remotecli.testbed import OAuthServer
-from tests.controller import vm_harness
-from tests.controller.proc_harness import ControllerProcess, refresh_token_of
-from tests.controller.vm_harness import poll
 from tests.pg import _as_postgres, create_database, pg_bin, throwaway_cluster
-
-state_dir = vm_harness.state_dir
+from tests.support.controller_process import ControllerProcess, refresh_token_of
+from tests.support.poll import eventually
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -143,7 +140,7 @@ def test_postgresql_away_is_a_503_then_the_controller_recovers_by_itself(
         # files, gives the login up and destroys its VM.
         ctl.sign_in_through_the_agent(login)
         login_vm = instance_id_for(login["vmId"])
-        poll("the login's VM to be destroyed", lambda: login_vm not in ctl.instances())
+        eventually("the login's VM to be destroyed", lambda: login_vm not in ctl.instances())
 
         outage = [
             (503, admin.get("/api/health")),
@@ -158,7 +155,9 @@ def test_postgresql_away_is_a_503_then_the_controller_recovers_by_itself(
         for status, response in outage:
             assert_clear_error(response, status, "database_unavailable", secrets)
 
-        poll("GET /api/health to answer 200", lambda: web.get("/api/health").status_code == 200)
+        eventually(
+            "GET /api/health to answer 200", lambda: web.get("/api/health").status_code == 200
+        )
         # The cut run ends by itself once the database is back (its lease released first).
         runs: list[dict[str, Any]] = []
 
@@ -167,7 +166,7 @@ def test_postgresql_away_is_a_503_then_the_controller_recovers_by_itself(
             return [r["status"] for r in runs] == ["cancelled"]
 
         try:
-            poll("the cut run's end to be recorded", run_recorded)
+            eventually("the cut run's end to be recorded", run_recorded)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; the VM's runs: {runs}") from None
         assert ctl.vault_files("ada", "claude_code") == [(1, first)]
@@ -342,7 +341,7 @@ def test_a_full_disk_under_the_vault_is_a_507_and_the_old_version_stays_whole(
                 # agent, as its CLI's callback would): the controller gives the login up
                 # and destroys its VM.
                 ctl.sign_in_through_the_agent(login)
-                poll("the login's VM to be destroyed", lambda: ctl.instances() == {})
+                eventually("the login's VM to be destroyed", lambda: ctl.instances() == {})
                 assert ctl.vault("ada", "claude_code") == []
             # Once it can write again, the login's row says how it ended (not left open).
             ended = ctl.wait_phase(web, login["id"], {"authenticated", "failed", "cancelled"})
@@ -356,7 +355,7 @@ def test_a_full_disk_under_the_vault_is_a_507_and_the_old_version_stays_whole(
                 return bool(vm["state"] == "stopped")
 
             try:
-                poll("the login VM's row to say it stopped", vm_row_ended)
+                eventually("the login VM's row to say it stopped", vm_row_ended)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}; the row: {vm}") from None
             assert store(keys[2]).status_code == 201

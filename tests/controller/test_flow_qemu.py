@@ -19,10 +19,10 @@ import pytest
 from remotecli.controller.settings import Settings
 from remotecli.testbed import login
 from remotecli.vmm.qemu.backend import QEMU
-from tests.conftest import PASSWORD, USER
-from tests.controller.harness import run_controller
-from tests.controller.test_auth_nspawn import prompt_text
-from tests.controller.vm_harness import poll
+from tests.support.controller import run_controller
+from tests.support.poll import eventually
+from tests.support.streams import prompt_text
+from tests.support.user import PASSWORD, USER
 
 #: A cold machine builds the test image and its VM artifacts inside this test.
 pytestmark = pytest.mark.timeout(900)
@@ -58,7 +58,7 @@ def test_logins_and_prompts_run_in_restored_qemu_vms(qemu_settings: Settings) ->
             assert status["state"] != "failed", status
             return status if status["state"] == "ready" else None
 
-        golden = poll("the golden snapshot", snapshot, timeout=300)
+        golden = eventually("the golden snapshot", snapshot, timeout=300)
         assert {"KERNEL_BOOTED", "INIT_STARTED", "AGENT_READY"} <= set(golden["bootPhases"])
         assert web.post("/api/users", json={"id": "ada"}).status_code == 201
 

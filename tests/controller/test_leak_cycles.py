@@ -24,9 +24,10 @@ from remotecli.controller.settings import Settings
 from remotecli.errors import NotReady
 from remotecli.testbed import OAuthServer
 from remotecli.vmm.fake.backend import FakeBackend, FakeFault
-from tests.controller.auth_support import answer_for, auth_controller
-from tests.controller.vm_harness import VmController, poll, vm_controller
 from tests.leakcheck import no_leaks
+from tests.support.controller import Controller, auth_controller, vm_controller
+from tests.support.poll import eventually
+from tests.support.user import answer_for
 
 CYCLES = 30
 #: Whole logins (one mode per provider that needs no fixed host port: not Codex's
@@ -34,7 +35,7 @@ CYCLES = 30
 LOGINS = [("claude_code", "paste_code"), ("gemini_cli", "paste_code"), ("codex", "device_code")]
 
 
-def _row_if(ctl: VmController, vm_id: str, state: str) -> dict[str, Any] | None:
+def _row_if(ctl: Controller, vm_id: str, state: str) -> dict[str, Any] | None:
     row = ctl.vm(vm_id)
     return row if row["state"] == state else None
 
@@ -48,33 +49,33 @@ def test_claim_and_delete_cycles_leave_nothing(
     deleted: list[str] = []
     # The backend's state root: the controller's own files (vault key, admin token) stay.
     with no_leaks(state_dir / "fake") as watch, vm_controller(settings, backend=backend) as ctl:
-        ctl.create_user("alice")
+        ctl.add_user("alice")
         for i in range(CYCLES):
             if i % 10 == 9:
-                handle = ctl.call(ctl.manager.cli_vm("alice"))
+                handle = ctl.call(ctl.vms.cli_vm("alice"))
             else:
-                handle = ctl.call(ctl.manager.claim(VmRole.AUTH))
-            response = ctl.api().delete(f"/api/vms/{handle.vm_id}")
+                handle = ctl.call(ctl.vms.claim(VmRole.AUTH))
+            response = ctl.client().delete(f"/api/vms/{handle.vm_id}")
             assert response.status_code == 200, response.text
             assert response.json()["state"] == "stopped", response.json()
             deleted.append(handle.vm_id)
 
         # Killed, not destroyed: the health monitor finds it dead and cleans up.
-        victim = ctl.call(ctl.manager.claim(VmRole.AUTH))
+        victim = ctl.call(ctl.vms.claim(VmRole.AUTH))
         pid = getattr(victim.instance, "pid", None)
         assert isinstance(pid, int)
         os.killpg(pid, signal.SIGKILL)
-        poll("the killed VM marked failed", lambda: _row_if(ctl, victim.vm_id, "failed"))
+        eventually("the killed VM marked failed", lambda: _row_if(ctl, victim.vm_id, "failed"))
 
         # A claim whose agent never listens: given up on, its instance destroyed.
         backend.fail_next(FakeFault.NEVER_LISTENS)
         with pytest.raises(NotReady):
-            ctl.call(ctl.manager.claim(VmRole.CLI))
+            ctl.call(ctl.vms.claim(VmRole.CLI))
 
-        poll("a warm VM", lambda: ctl.pool(VmRole.AUTH))
+        eventually("a warm VM", lambda: ctl.pool(VmRole.AUTH))
         running = sorted(p.name for p in (state_dir / "fake").iterdir())
         assert running == [ctl.pool(VmRole.AUTH)[0].replace("_", "-")], running
-        rows = ctl.api().get("/api/vms", params={"all": "true"}).json()["vms"]
+        rows = ctl.client().get("/api/vms", params={"all": "true"}).json()["vms"]
         stopped = {v["id"] for v in rows if v["stopReason"] == "deleted by admin"}
         assert stopped == set(deleted)
     print(f"{CYCLES} claims deleted, one killed, one never ready; checked: {watch.report.checked}")
@@ -98,7 +99,7 @@ def test_login_cycles_leave_nothing(
                 session = started.json()
                 answer = answer_for(session)
                 if answer is None:
-                    final = harness.wait_for(web, session["id"], {"authenticated", "failed"})
+                    final = harness.wait_phase(web, session["id"], {"authenticated", "failed"})
                 else:
                     final = web.post(f"/api/auth/sessions/{session['id']}/code", json=answer).json()
                 assert final["phase"] == "authenticated", final
@@ -107,5 +108,5 @@ def test_login_cycles_leave_nothing(
             assert started.status_code == 201, started.text
             cancelled = web.delete(f"/api/auth/sessions/{started.json()['id']}")
             assert cancelled.status_code == 200, cancelled.text
-        poll("every auth VM gone", lambda: not any(fake.iterdir()))
+        eventually("every auth VM gone", lambda: not any(fake.iterdir()))
     print(f"{2 * len(LOGINS)} logins, 2 cancelled; checked: {watch.report.checked}")

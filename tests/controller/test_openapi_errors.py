@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from remotecli.controller.api.openapi import ERROR_REF, ERROR_SCHEMA
-from tests.controller.harness import RunningController
+from tests.support.controller import Controller
 
 
 def _operations(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -22,7 +22,7 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_every_operation_declares_its_errors_in_the_error_shape(
-    controller: RunningController,
+    controller: Controller,
 ) -> None:
     document = controller.client(token=None).get("/openapi.json").json()
     assert document["components"]["schemas"]["Error"] == ERROR_SCHEMA
@@ -44,7 +44,7 @@ def test_every_operation_declares_its_errors_in_the_error_shape(
                 assert answer["description"], f"{name} {status}"
 
 
-def test_real_error_answers_have_the_declared_shape(controller: RunningController) -> None:
+def test_real_error_answers_have_the_declared_shape(controller: Controller) -> None:
     admin, anonymous = controller.client(), controller.client(token=None)
     answers = {
         401: anonymous.get("/api/users"),

@@ -8,17 +8,12 @@ from typing import Any
 import pytest
 
 from remotecli.controller.db.models import RunStatus
-from tests.controller.prompt_support import (
-    PROVIDERS,
-    PromptWorld,
-    names,
-    only,
-    text_of,
-)
+from tests.support.controller import PROVIDERS, Controller
+from tests.support.streams import names, only, text_of
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_a_prompt_streams_the_cli_events_as_sse(world: PromptWorld, provider: str) -> None:
+def test_a_prompt_streams_the_cli_events_as_sse(world: Controller, provider: str) -> None:
     user = world.add_user("ada")
     world.connect(user, provider)
     events = world.prompt(user, provider, "hello")
@@ -36,7 +31,7 @@ def test_a_prompt_streams_the_cli_events_as_sse(world: PromptWorld, provider: st
     assert "hello" not in json.dumps([row.error_message, row.usage])
 
 
-def test_a_tool_run_streams_the_use_and_its_result(world: PromptWorld) -> None:
+def test_a_tool_run_streams_the_use_and_its_result(world: Controller) -> None:
     user = world.add_user("ada")
     world.connect(user, "codex")
     events = world.prompt(user, "codex", "please run a tool")
@@ -45,7 +40,7 @@ def test_a_tool_run_streams_the_use_and_its_result(world: PromptWorld) -> None:
     assert only(events, "done")["status"] == "succeeded"
 
 
-def test_a_failing_cli_reports_exit_code_and_stderr(world: PromptWorld) -> None:
+def test_a_failing_cli_reports_exit_code_and_stderr(world: Controller) -> None:
     user = world.add_user("ada")
     world.connect(user, "claude_code")
     events = world.prompt(user, "claude_code", "fail: the model is on fire")
@@ -58,15 +53,15 @@ def test_a_failing_cli_reports_exit_code_and_stderr(world: PromptWorld) -> None:
     assert row.error_code == done["error"]["code"]
 
 
-def test_without_credentials_the_answer_says_log_in(world: PromptWorld) -> None:
+def test_without_credentials_the_answer_says_log_in(world: Controller) -> None:
     user = world.add_user("ada")
     body = {"userId": user, "provider": "codex", "prompt": "hello"}
-    response = world.client().post("/api/prompts", json=body)
+    response = world.client("service").post("/api/prompts", json=body)
     assert (response.status_code, response.json()["code"]) == (409, "not_connected")
     assert "POST /api/auth/start" in response.json()["message"]
 
 
-def test_api_key_mode_passes_the_key_and_takes_no_lease(world: PromptWorld) -> None:
+def test_api_key_mode_passes_the_key_and_takes_no_lease(world: Controller) -> None:
     user = world.add_user("ada")
     world.store_api_key(user, "gemini_cli", "test-key-123")
     events = world.prompt(user, "gemini_cli", "hi")
@@ -76,17 +71,17 @@ def test_api_key_mode_passes_the_key_and_takes_no_lease(world: PromptWorld) -> N
     assert "test-key-123" not in json.dumps(events)
 
 
-def test_only_callers_allowed_to_act_for_the_user_may_run(world: PromptWorld) -> None:
+def test_only_callers_allowed_to_act_for_the_user_may_run(world: Controller) -> None:
     user, other = world.add_user("ada"), world.add_user("bob")
     world.connect(user, "codex")
     cases = [
         (None, 401, "token_required"),
         (world.user_token(other), 403, "forbidden_user"),
         (world.user_token(user), 200, None),
-        (world.service_token, 200, None),
+        (world.token("service"), 200, None),
     ]
     for token, status, code in cases:
-        client = world.controller.client(token)
+        client = world.client(token)
         for path, body in [
             ("/api/prompts", {"userId": user, "provider": "codex", "prompt": "hi"}),
             ("/api/perspectives", {"userId": user, "providers": ["codex"], "prompt": "hi"}),
@@ -98,7 +93,7 @@ def test_only_callers_allowed_to_act_for_the_user_may_run(world: PromptWorld) ->
                     assert response.json()["code"] == code
 
 
-def test_bad_input_is_refused_before_anything_starts(world: PromptWorld) -> None:
+def test_bad_input_is_refused_before_anything_starts(world: Controller) -> None:
     user = world.add_user("ada")
     bodies: list[dict[str, Any]] = [
         {"provider": "vim", "prompt": "hi"},
@@ -110,9 +105,9 @@ def test_bad_input_is_refused_before_anything_starts(world: PromptWorld) -> None
         {"provider": "codex"},
     ]
     for body in bodies:
-        response = world.client().post("/api/prompts", json={"userId": user, **body})
+        response = world.client("service").post("/api/prompts", json={"userId": user, **body})
         assert (response.status_code, response.json()["code"]) == (422, "invalid_request"), body
-    response = world.client().post(
+    response = world.client("service").post(
         "/api/prompts", json={"userId": "no body", "provider": "codex", "prompt": "hi"}
     )
     assert response.status_code == 422

@@ -6,7 +6,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -24,17 +23,12 @@ from remotecli.controller.db.models import (
 )
 from remotecli.controller.settings import Settings
 from remotecli.testbed import OAuthError, OAuthServer
-from tests.controller.prompt_support import (
-    SERVER_NAME,
-    PromptWorld,
-    only,
-    prompt_world,
-    read_sse,
-    short_state_dir,
-)
+from tests.support.controller import SERVER_NAME, Controller, prompt_world, short_state
+from tests.support.poll import eventually
+from tests.support.streams import only, read_sse
 
 
-def refresh_token(world: PromptWorld, record: Credential) -> str:
+def refresh_token(world: Controller, record: Credential) -> str:
     files = world.files(record)
     if record.provider == "codex":
         token: str = json.loads(files[".codex/auth.json"])["tokens"]["refresh_token"]
@@ -44,18 +38,12 @@ def refresh_token(world: PromptWorld, record: Credential) -> str:
 
 
 def wait_for(check: Callable[[], Any], seconds: float = 10.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"still false after {seconds} s: {check}")
+    return eventually(f"{check} to hold", check, seconds)
 
 
 @pytest.mark.parametrize("provider", ["claude_code", "codex"])
 def test_a_rotated_refresh_token_becomes_a_new_vault_version(
-    world: PromptWorld, oauth_server: OAuthServer, provider: str
+    world: Controller, oauth_server: OAuthServer, provider: str
 ) -> None:
     user = world.add_user("ada")
     first = world.connect(user, provider)
@@ -88,7 +76,7 @@ def test_a_rotated_refresh_token_becomes_a_new_vault_version(
 
 
 def test_a_refresh_failure_marks_needs_login_and_keeps_the_files(
-    world: PromptWorld, oauth_server: OAuthServer
+    world: Controller, oauth_server: OAuthServer
 ) -> None:
     user = world.add_user("ada")
     record = world.connect(user, "codex")
@@ -102,13 +90,13 @@ def test_a_refresh_failure_marks_needs_login_and_keeps_the_files(
     current = world.current(user, "codex")
     assert current is not None and current.state == CredentialState.NEEDS_LOGIN
     assert world.files(current) == world.files(record)  # kept, not wiped
-    response = world.client().post(
+    response = world.client("service").post(
         "/api/prompts", json={"userId": user, "provider": "codex", "prompt": "hello"}
     )
     assert (response.status_code, response.json()["code"]) == (409, "needs_login")
 
 
-def test_hanging_up_cancels_the_run_in_the_vm_and_still_releases(world: PromptWorld) -> None:
+def test_hanging_up_cancels_the_run_in_the_vm_and_still_releases(world: Controller) -> None:
     user = world.add_user("ada")
     world.connect(user, "claude_code")
     with HangingRun(world, user, "claude_code") as hanging:
@@ -123,12 +111,12 @@ def test_hanging_up_cancels_the_run_in_the_vm_and_still_releases(world: PromptWo
     assert only(world.prompt(user, "claude_code", "hello"), "done")["status"] == "succeeded"
 
 
-def test_a_second_prompt_while_one_runs_is_refused(world: PromptWorld) -> None:
+def test_a_second_prompt_while_one_runs_is_refused(world: Controller) -> None:
     user = world.add_user("ada")
     world.connect(user, "codex")
     world.connect(user, "claude_code")
     with HangingRun(world, user, "codex") as first:
-        response = world.client().post(
+        response = world.client("service").post(
             "/api/prompts", json={"userId": user, "provider": "codex", "prompt": "hi"}
         )
         assert (response.status_code, response.json()["code"]) == (409, "credentials_busy")
@@ -149,7 +137,7 @@ def test_two_controllers_pass_the_live_copy_between_their_vms(
     caught by the server's reuse detection and fail.
     """
     with (
-        short_state_dir(settings) as shared,
+        short_state(settings) as shared,
         prompt_world(shared, oauth_server) as one,
         prompt_world(shared, oauth_server) as two,
     ):
@@ -187,7 +175,7 @@ def test_two_controllers_pass_the_live_copy_between_their_vms(
         assert stale != live[0].refresh_token
 
 
-def test_two_racing_prompts_never_both_get_the_credentials(world: PromptWorld) -> None:
+def test_two_racing_prompts_never_both_get_the_credentials(world: Controller) -> None:
     user = world.add_user("ada")
     world.connect(user, "codex")
     results: list[int] = []
@@ -196,7 +184,7 @@ def test_two_racing_prompts_never_both_get_the_credentials(world: PromptWorld) -
     def go() -> None:
         body = {"userId": user, "provider": "codex", "prompt": "hang", "timeoutSeconds": 2}
         barrier.wait()
-        with world.client().stream("POST", "/api/prompts", json=body) as response:
+        with world.client("service").stream("POST", "/api/prompts", json=body) as response:
             results.append(response.status_code)
             if response.status_code == 200:
                 read_sse(response)
@@ -219,14 +207,14 @@ class HangingRun:
     half-read stream's connection open).
     """
 
-    def __init__(self, world: PromptWorld, user: str, provider: str) -> None:
+    def __init__(self, world: Controller, user: str, provider: str) -> None:
         self.world = world
         body = json.dumps({"userId": user, "provider": provider, "prompt": "hang"}).encode()
-        self.host, port = world.controller.url.removeprefix("http://").split(":")
+        self.host, port = world.url.removeprefix("http://").split(":")
         self.port = int(port)
         self.request = (
             f"POST /api/prompts HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"Authorization: Bearer {world.service_token}\r\n"
+            f"Authorization: Bearer {world.token('service')}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         self.run: dict[str, Any] = {}
@@ -258,7 +246,7 @@ class HangingRun:
 def test_after_a_crash_mid_run_the_next_start_ends_the_run_and_frees_the_lease(
     settings: Settings, oauth_server: OAuthServer
 ) -> None:
-    with short_state_dir(settings) as short:
+    with short_state(settings) as short:
         with prompt_world(short, oauth_server) as world:
             user = world.add_user("ada")
             world.connect(user, "codex")

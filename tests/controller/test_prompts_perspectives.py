@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 from remotecli.controller.db.models import RunStatus
-from tests.controller.prompt_support import (
-    PROVIDERS,
-    Event,
-    PromptWorld,
-    names,
-    only,
-    text_of,
-)
+from tests.support.controller import PROVIDERS, Controller
+from tests.support.streams import Event, names, only, text_of
 
 
 def of(events: list[Event], provider: str) -> list[Event]:
     return [(n, d) for n, d in events if d.get("provider") == provider]
 
 
-def test_three_providers_answer_side_by_side(world: PromptWorld) -> None:
+def test_three_providers_answer_side_by_side(world: Controller) -> None:
     user = world.add_user("ada")
     for provider in PROVIDERS:
         world.connect(user, provider)
@@ -40,7 +34,7 @@ def test_three_providers_answer_side_by_side(world: PromptWorld) -> None:
     assert [(r["provider"], r["status"]) for r in summary] == [(p, "succeeded") for p in PROVIDERS]
 
 
-def test_a_failing_provider_does_not_stop_the_others(world: PromptWorld) -> None:
+def test_a_failing_provider_does_not_stop_the_others(world: Controller) -> None:
     user = world.add_user("ada")
     world.connect(user, "claude_code")
     world.connect(user, "codex")  # no Gemini
@@ -54,13 +48,13 @@ def test_a_failing_provider_does_not_stop_the_others(world: PromptWorld) -> None
     assert statuses == {"claude_code": "succeeded", "codex": "succeeded", "gemini_cli": "failed"}
 
 
-def test_perspectives_refuse_an_unknown_user_and_repeated_providers(world: PromptWorld) -> None:
-    response = world.client().post(
+def test_perspectives_refuse_an_unknown_user_and_repeated_providers(world: Controller) -> None:
+    response = world.client("service").post(
         "/api/perspectives", json={"userId": "nobody", "providers": ["codex"], "prompt": "hi"}
     )
     assert (response.status_code, response.json()["code"]) == (404, "unknown_user")
     user = world.add_user("ada")
-    response = world.client().post(
+    response = world.client("service").post(
         "/api/perspectives", json={"userId": user, "providers": ["codex", "codex"], "prompt": "x"}
     )
     assert (response.status_code, response.json()["code"]) == (422, "invalid_request")

@@ -15,7 +15,6 @@ import base64
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
@@ -26,14 +25,15 @@ import pytest
 
 from remotecli.controller.context import AppContext
 from remotecli.controller.fleet.store import token_aad
-from remotecli.controller.logs import JsonFormatter
 from remotecli.controller.settings import Settings
 from remotecli.controller.vault.cipher import Sealed, Vault
 from remotecli.server import app as server_app
 from remotecli.server.demo import Demo
 from remotecli.testbed import OAuthServer, approve_device, authority, login, tokens
-from tests.conftest import PASSWORD, USER
-from tests.controller.harness import run_controller
+from tests.faults import Recorder, find, mask
+from tests.support.controller import run_controller
+from tests.support.poll import eventually
+from tests.support.user import PASSWORD, USER
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -54,16 +54,6 @@ CIPHERTEXT = {
     ("vms", "token_ciphertext"),
     ("vms", "token_nonce"),
 }
-
-
-class Recorder(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(JsonFormatter())
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
 
 
 class RecordingTransport(httpx.HTTPTransport):
@@ -142,19 +132,6 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     finally:
         root.removeHandler(recorder)
         ours.setLevel(old_level)
-
-
-def mask(secret: str) -> str:
-    return f"{secret[:6]}…({len(secret)} chars)"
-
-
-def find(secrets: dict[str, str], where: str, text: str) -> list[str]:
-    found = []
-    for name, secret in secrets.items():
-        for number, line in enumerate(text.splitlines(), 1):
-            if secret in line:
-                found.append(f"{name} {mask(secret)} in {where} line {number}")
-    return found
 
 
 def snapshot_logs(state_dir: Path, files: dict[str, str]) -> None:
@@ -355,10 +332,8 @@ def _prompt(web: httpx.Client, user: str, provider: str) -> str:
 
 
 def _wait_ended(web: httpx.Client, session_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def ended() -> dict[str, Any] | None:
         session: dict[str, Any] = web.get(f"/api/auth/sessions/{session_id}").json()
-        if session["ended"]:
-            return session
-        time.sleep(0.1)
-    raise AssertionError(f"login {session_id} did not end within 60 s")
+        return session if session["ended"] else None
+
+    return eventually(f"login {session_id} to end", ended, 60)

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from remotecli.controller.settings import Settings
-from tests.controller.harness import RunningController, run_controller
+from tests.support.controller import Controller, run_controller
 
 
 def _error(response: object) -> tuple[int, str]:
@@ -21,7 +21,7 @@ def _error(response: object) -> tuple[int, str]:
 
 
 def test_first_start_writes_an_admin_token_only_root_can_read(
-    controller: RunningController,
+    controller: Controller,
 ) -> None:
     path = controller.settings.state_dir / "admin.token"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -29,7 +29,7 @@ def test_first_start_writes_an_admin_token_only_root_can_read(
     assert controller.client(None).get("/api/health").json()["status"] == "ok"
 
 
-def test_tokens_and_what_each_kind_may_do(controller: RunningController) -> None:
+def test_tokens_and_what_each_kind_may_do(controller: Controller) -> None:
     admin = controller.client()
     assert admin.post("/api/users", json={"id": "alice"}).status_code == 201
     assert admin.post("/api/users", json={"id": "bob"}).status_code == 201
@@ -52,7 +52,7 @@ def test_tokens_and_what_each_kind_may_do(controller: RunningController) -> None
 
 
 def test_a_revoked_token_stops_working_and_the_last_admin_token_stays(
-    controller: RunningController,
+    controller: Controller,
 ) -> None:
     admin = controller.client()
     assert admin.post("/api/users", json={"id": "alice"}).status_code == 201
@@ -94,7 +94,7 @@ def test_a_revoked_token_stops_working_and_the_last_admin_token_stays(
      ({"Authorization": "Bearer rcli_admin_nope"}, "invalid_token")],
 )  # fmt: skip
 def test_missing_or_wrong_tokens_are_401(
-    controller: RunningController, headers: dict[str, str], code: str
+    controller: Controller, headers: dict[str, str], code: str
 ) -> None:
     response = controller.client(None).get("/api/users/alice", headers=headers)
     assert _error(response) == (401, code)
@@ -106,14 +106,14 @@ def test_missing_or_wrong_tokens_are_401(
      ({"id": "x", "extra": 1}, 422, "invalid_request"), ({}, 422, "invalid_request")],
 )  # fmt: skip
 def test_bad_user_bodies_are_refused_and_nothing_is_written(
-    controller: RunningController, body: dict[str, object], status: int, code: str
+    controller: Controller, body: dict[str, object], status: int, code: str
 ) -> None:
     admin = controller.client()
     assert _error(admin.post("/api/users", json=body)) == (status, code)
     assert admin.get("/api/users/x").status_code == 404
 
 
-def test_duplicate_user_and_bad_token_requests(controller: RunningController) -> None:
+def test_duplicate_user_and_bad_token_requests(controller: Controller) -> None:
     admin = controller.client()
     admin.post("/api/users", json={"id": "alice"})
     assert _error(admin.post("/api/users", json={"id": "alice"})) == (409, "user_exists")
@@ -135,7 +135,7 @@ def test_restart_keeps_users_and_tokens(settings: Settings) -> None:
         assert second.client(token["token"]).get("/api/users/alice").status_code == 200
 
 
-def test_openapi_is_served_and_shows_no_secrets(controller: RunningController) -> None:
+def test_openapi_is_served_and_shows_no_secrets(controller: Controller) -> None:
     spec = controller.client(None).get("/openapi.json").json()
     assert "/api/users" in spec["paths"]
     assert "rcli_admin_" not in str(spec)

@@ -18,7 +18,7 @@ from remotecli.controller.fleet.runtime import (
 from remotecli.controller.settings import Settings
 from remotecli.errors import BackendUnavailable, ImageError
 from remotecli.vmm.hostcheck import BackendCheck
-from tests.controller.vm_harness import vm_controller
+from tests.support.controller import vm_controller
 
 
 def _error(response: httpx.Response) -> tuple[int, str]:
@@ -29,10 +29,10 @@ def _error(response: httpx.Response) -> tuple[int, str]:
 
 def test_every_route_needs_an_admin_token(make_settings: Callable[..., Settings]) -> None:
     with vm_controller(make_settings()) as ctl:
-        ctl.create_user("erin")
-        user = ctl.api().post("/api/tokens", json={"kind": "user", "userId": "erin"}).json()
-        service = ctl.api().post("/api/tokens", json={"kind": "service"}).json()
-        vm_id = ctl.call(ctl.manager.cli_vm("erin")).vm_id
+        ctl.add_user("erin")
+        user = ctl.client().post("/api/tokens", json={"kind": "user", "userId": "erin"}).json()
+        service = ctl.client().post("/api/tokens", json={"kind": "service"}).json()
+        vm_id = ctl.call(ctl.vms.cli_vm("erin")).vm_id
         routes = [
             ("GET", "/api/vms"), ("GET", f"/api/vms/{vm_id}"),
             ("GET", f"/api/vms/{vm_id}/console"), ("GET", f"/api/vms/{vm_id}/sessions"),
@@ -40,19 +40,19 @@ def test_every_route_needs_an_admin_token(make_settings: Callable[..., Settings]
             ("GET", "/metrics"),
         ]  # fmt: skip
         for method, path in routes:
-            assert _error(ctl.api(None).request(method, path)) == (401, "token_required"), path
+            assert _error(ctl.client(None).request(method, path)) == (401, "token_required"), path
             for token in (user["token"], service["token"]):
-                response = ctl.api(token).request(method, path)
+                response = ctl.client(token).request(method, path)
                 assert _error(response) == (403, "admin_required"), (path, token[:10])
         assert ctl.vm(vm_id)["state"] == "claimed"  # nothing was deleted by the refusals
         for method, path in routes:
-            assert ctl.api().request(method, path).status_code == 200, path
+            assert ctl.client().request(method, path).status_code == 200, path
 
 
 def test_bad_ids_and_parameters_are_refused(make_settings: Callable[..., Settings]) -> None:
     with vm_controller(make_settings()) as ctl:
-        admin = ctl.api()
-        vm_id = ctl.call(ctl.manager.claim(VmRole.AUTH)).vm_id
+        admin = ctl.client()
+        vm_id = ctl.call(ctl.vms.claim(VmRole.AUTH)).vm_id
         assert _error(admin.get("/api/vms/vm_0000000000000000")) == (404, "unknown_vm")
         assert _error(admin.delete("/api/vms/vm_0000000000000000")) == (404, "unknown_vm")
         assert _error(admin.get("/api/vms/not-a-vm")) == (422, "invalid_request")
@@ -61,10 +61,10 @@ def test_bad_ids_and_parameters_are_refused(make_settings: Callable[..., Setting
         assert len(admin.get(f"/api/vms/{vm_id}/console?lines=1").text.splitlines()) == 1
         assert admin.get("/api/vms?limit=1").json()["vms"][0]["id"] == vm_id
         # the agent's token never leaves the controller
-        assert ctl.manager.get(vm_id) is not None
+        assert ctl.vms.get(vm_id) is not None
         listing = admin.get("/api/vms?all=true").text + admin.get(f"/api/vms/{vm_id}").text
-        token = ctl.call(ctl.manager.store.get(vm_id))
-        assert token is not None and ctl.manager.store.open_token(token) not in listing
+        token = ctl.call(ctl.vms.store.get(vm_id))
+        assert token is not None and ctl.vms.store.open_token(token) not in listing
 
 
 def _check(name: str, can_run: bool, reason: str = "because") -> BackendCheck:

@@ -8,8 +8,7 @@ import httpx
 
 from remotecli.controller.db.models import VmRole
 from remotecli.controller.settings import Settings
-from tests.controller.prompt_support import PromptWorld
-from tests.controller.vm_harness import vm_controller
+from tests.support.controller import Controller, vm_controller
 
 
 def _follow(admin: httpx.Client, vm_id: str, since: int) -> tuple[str, int, str]:
@@ -26,8 +25,8 @@ def test_a_console_is_followed_by_offset_one_complete_line_at_a_time(
     make_settings: Callable[..., Settings],
 ) -> None:
     with vm_controller(make_settings()) as ctl:
-        admin = ctl.api()
-        handle = ctl.call(ctl.manager.claim(VmRole.AUTH))
+        admin = ctl.client()
+        handle = ctl.call(ctl.vms.claim(VmRole.AUTH))
         path = handle.instance.console_path
         tail = admin.get(f"/api/vms/{handle.vm_id}/console")
         assert "agent.listening" in tail.text  # the fake VM's console is the agent's log
@@ -59,14 +58,14 @@ def test_a_console_is_followed_by_offset_one_complete_line_at_a_time(
 
 
 def test_a_vms_agent_sessions_show_logins_without_their_urls_and_the_runs(
-    world: PromptWorld,
+    world: Controller,
 ) -> None:
-    admin = world.controller.client()
+    admin = world.client()
     user = world.add_user("ada")
     world.connect(user, "claude_code")
     events = world.prompt(user, "claude_code", "hello")
     cli_vm = next(d["vmId"] for n, d in events if n == "run")
-    started = world.client().post(
+    started = world.client("service").post(
         "/api/auth/start", json={"userId": user, "provider": "gemini_cli"}
     )
     assert started.status_code == 201, started.text
@@ -87,7 +86,7 @@ def test_a_vms_agent_sessions_show_logins_without_their_urls_and_the_runs(
         0,
     )
     assert "hello" not in str(runs)
-    assert world.client().delete(f"/api/auth/sessions/{login['id']}").status_code == 200
+    assert world.client("service").delete(f"/api/auth/sessions/{login['id']}").status_code == 200
 
-    service = world.client().get(f"/api/vms/{cli_vm}/sessions")
+    service = world.client("service").get(f"/api/vms/{cli_vm}/sessions")
     assert (service.status_code, service.json()["code"]) == (403, "admin_required")

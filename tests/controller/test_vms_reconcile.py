@@ -19,15 +19,9 @@ from pathlib import Path
 from remotecli.controller.db.models import VmRole
 from remotecli.controller.settings import Settings
 from remotecli.vmm.fake.backend import FakeBackend
-from tests.controller.vm_harness import crash_controller, vm_controller
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "State:\tZ" not in status
+from tests.support import procfs
+from tests.support.controller import vm_controller
+from tests.support.controller_process import crash_controller
 
 
 def _iid(vm_id: str) -> str:
@@ -49,7 +43,7 @@ def test_restart_adopts_live_vms_and_cleans_up_the_rest(
     os.killpg(left["dyingPid"], signal.SIGKILL)
 
     with vm_controller(settings) as ctl:
-        report = ctl.manager.reconciled
+        report = ctl.vms.reconciled
         assert report is not None
         assert sorted(report.adopted) == sorted([kept, pooled])
         assert report.stopped == {
@@ -62,14 +56,14 @@ def test_restart_adopts_live_vms_and_cleans_up_the_rest(
         )
         assert sorted(report.reaped) == sorted(["stray-1", _iid(dying), _iid(starting)])
         assert report.errors == []
-        assert not _alive(left["strayPid"]) and not _alive(left["dyingPid"])
+        assert not procfs.alive(left["strayPid"]) and not procfs.alive(left["dyingPid"])
         assert sorted(p.name for p in root.iterdir()) == sorted(map(_iid, (kept, pooled)))
 
         # alice's CLI VM is hers again, and its agent takes the token kept sealed in the DB
-        again = ctl.call(ctl.manager.cli_vm("alice"))
+        again = ctl.call(ctl.vms.cli_vm("alice"))
         assert again.vm_id == kept
         assert "sessions" in ctl.call(again.agent.request("GET", "/sessions"))
-        assert ctl.call(ctl.manager.claim(VmRole.AUTH)).vm_id == pooled
+        assert ctl.call(ctl.vms.claim(VmRole.AUTH)).vm_id == pooled
         states = {v: ctl.vm(v)["state"] for v in (kept, vanishing, dying, starting)}
         assert states == {kept: "claimed", vanishing: "stopped", dying: "stopped",
                           starting: "stopped"}  # fmt: skip

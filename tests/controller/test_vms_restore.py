@@ -17,14 +17,15 @@ from remotecli.testbed import fake_cli_bin_dir
 from remotecli.vmm.agentclient import AgentClient, AgentRequestError
 from remotecli.vmm.base import Deadlines, Phase
 from remotecli.vmm.fake.backend import FakeBackend, FakeFault
-from tests.controller.vm_harness import FAST, VmController, poll, vm_controller
+from tests.support.controller import FAST, Controller, vm_controller
+from tests.support.poll import eventually
 
 #: A deaf restored agent is given up on after 2 s.
 QUICK = Deadlines({**FAST.per_phase, Phase.AGENT_READY: 2.0})
 
 
-def snapshot_ready(ctl: VmController) -> dict[str, Any] | None:
-    status: dict[str, Any] = ctl.api().get("/api/vms").json()["snapshot"]
+def snapshot_ready(ctl: Controller) -> dict[str, Any] | None:
+    status: dict[str, Any] = ctl.client().get("/api/vms").json()["snapshot"]
     return status if status["state"] == "ready" else None
 
 
@@ -34,13 +35,13 @@ def test_claims_restore_the_golden_snapshot_and_clones_are_themselves(
     settings = make_settings(warm_pool_auth=0)
     backend = FakeBackend(settings.state_dir / "fake", cli_path=fake_cli_bin_dir(), snapshots=True)
     with vm_controller(settings, backend=backend) as ctl:
-        ctl.create_user("alice")
-        status = poll("the golden snapshot", lambda: snapshot_ready(ctl))
+        ctl.add_user("alice")
+        status = eventually("the golden snapshot", lambda: snapshot_ready(ctl))
         assert set(status["bootPhases"]) >= {"VMM_STARTED", "AGENT_READY"}
-        snapshot = ctl.read(lambda: ctl.manager.golden.current)
+        snapshot = ctl.read(lambda: ctl.vms.golden.current)
         assert snapshot is not None
 
-        handle = ctl.call(ctl.manager.claim(VmRole.CLI, user_id="alice"))
+        handle = ctl.call(ctl.vms.claim(VmRole.CLI, user_id="alice"))
         row = ctl.vm(handle.vm_id)
         assert (handle.origin, row["origin"]) == ("restore", "restore")
         assert row["claim"]["tried"] == [
@@ -74,10 +75,10 @@ def test_a_failed_restore_falls_back_to_a_cold_start_with_the_evidence(
     settings = make_settings(warm_pool_auth=0)
     backend = FakeBackend(settings.state_dir / "fake", cli_path=fake_cli_bin_dir(), snapshots=True)
     with vm_controller(settings, backend=backend, deadlines=QUICK) as ctl:
-        poll("the golden snapshot", lambda: snapshot_ready(ctl))
+        eventually("the golden snapshot", lambda: snapshot_ready(ctl))
         backend.fail_next(FakeFault.NEVER_LISTENS)
 
-        handle = ctl.call(ctl.manager.claim(VmRole.AUTH))
+        handle = ctl.call(ctl.vms.claim(VmRole.AUTH))
 
         row = ctl.vm(handle.vm_id)
         assert row["origin"] == "cold"
@@ -87,23 +88,23 @@ def test_a_failed_restore_falls_back_to_a_cold_start_with_the_evidence(
         ]  # fmt: skip
         assert tried[1]["code"] == "vm_not_ready"
         failed = [
-            v for v in ctl.api().get("/api/vms", params={"all": "true"}).json()["vms"]
+            v for v in ctl.client().get("/api/vms", params={"all": "true"}).json()["vms"]
             if v["state"] == "failed"
         ]  # fmt: skip
         assert len(failed) == 1 and failed[0]["origin"] == "restore"
         detail = ctl.vm(failed[0]["id"])
         assert detail["error"]["cause"] == "restore_agent_silent"
-        assert ctl.read(lambda: ctl.manager.golden.failures) == 1
+        assert ctl.read(lambda: ctl.vms.golden.failures) == 1
 
 
 def test_snapshots_off_says_so_in_the_claim(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(warm_pool_auth=0, snapshots=False)
     backend = FakeBackend(settings.state_dir / "fake", cli_path=fake_cli_bin_dir(), snapshots=True)
     with vm_controller(settings, backend=backend) as ctl:
-        handle = ctl.call(ctl.manager.claim(VmRole.AUTH))
+        handle = ctl.call(ctl.vms.claim(VmRole.AUTH))
         tried = ctl.vm(handle.vm_id)["claim"]["tried"]
         assert tried[1] == {
             "source": "restore", "result": "skipped",
             "reason": "snapshots are off (REMOTECLI_SNAPSHOTS=0)",
         }  # fmt: skip
-        assert ctl.api().get("/api/vms").json()["snapshot"]["state"] == "disabled"
+        assert ctl.client().get("/api/vms").json()["snapshot"]["state"] == "disabled"

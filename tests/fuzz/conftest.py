@@ -18,15 +18,14 @@ from sqlalchemy import Engine, create_engine
 from remotecli.controller.settings import Settings
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, fake_cli_bin_dir
 from tests.agent_harness import RunningAgent, run_agent
-from tests.controller.conftest import pg_cluster
-from tests.controller.prompt_support import PromptWorld, prompt_world
 from tests.pg import create_database
+from tests.support.controller import Controller, prompt_world
 
-__all__ = ["fuzz_agent", "fuzz_db", "fuzz_world", "pg_cluster"]
+__all__ = ["fuzz_agent", "fuzz_db", "fuzz_world"]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def fuzz_world(request: pytest.FixtureRequest, oauth_server: OAuthServer) -> Iterator[PromptWorld]:
+def fuzz_world(request: pytest.FixtureRequest, oauth_server: OAuthServer) -> Iterator[Controller]:
     """The controller with every service on the fake backend, no warm pool, on each database."""
     # A short state dir: the fake backend's agent sockets live under it (108 bytes).
     state = Path(tempfile.mkdtemp(prefix="rcli-fz-"))
@@ -49,9 +48,9 @@ def fuzz_world(request: pytest.FixtureRequest, oauth_server: OAuthServer) -> Ite
 
 
 @pytest.fixture(scope="module")
-def fuzz_db(fuzz_world: PromptWorld) -> Iterator[Engine]:
+def fuzz_db(fuzz_world: Controller) -> Iterator[Engine]:
     """The controller's database, read by the test itself (synchronous drivers)."""
-    url = fuzz_world.controller.settings.database_url or ""
+    url = fuzz_world.settings.database_url or ""
     engine = create_engine(url.replace("sqlite+aiosqlite:", "sqlite:"))
     yield engine
     engine.dispose()

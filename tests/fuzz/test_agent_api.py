@@ -30,9 +30,8 @@ from remotecli.agent.config import AgentConfig
 from remotecli.agent.openapi import DOCUMENT
 from remotecli.providers import PROVIDERS
 from tests.agent_harness import RunningAgent
-from tests.agent_helpers import alive, descendants
-from tests.faults import describe as describe_pids
 from tests.fuzz.support import FUZZ_SETTINGS, FuzzCase, call_checked, describe
+from tests.support import procfs
 
 SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
 PUBLIC = {("GET", "/health")}
@@ -91,8 +90,8 @@ def agent_state(fuzz_agent: RunningAgent) -> Iterator[Target]:
         yield target
         for session in client.get("/sessions").json()["sessions"]:
             client.delete(f"/sessions/{session['sessionId']}")
-    leftover = [pid for pid in descendants(fuzz_agent.proc.pid) if alive(pid)]
-    assert leftover == [], f"fuzzing left processes under the agent: {describe_pids(leftover)}"
+    leftover = [pid for pid in procfs.descendants(fuzz_agent.proc.pid) if procfs.alive(pid)]
+    assert leftover == [], f"fuzzing left processes under the agent: {procfs.describe(leftover)}"
 
 
 @SCHEMA.parametrize()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,11 @@ from sqlalchemy import Engine, inspect, text
 from remotecli.controller.db.models import AuthPhase, VmState
 from remotecli.controller.settings import Settings
 from remotecli.server.app import create_app
-from tests.controller.prompt_support import PromptWorld
-from tests.faults import describe as describe_pids
 from tests.faults import processes_of
 from tests.fuzz.support import FUZZ_SETTINGS, FuzzCase, call_checked, describe
+from tests.support import procfs
+from tests.support.controller import Controller
+from tests.support.poll import eventually
 
 #: Columns a request may touch without changing anything: reading with a token
 #: records when it was used; the health monitor records when it last looked.
@@ -63,7 +63,7 @@ SCHEMA = schemathesis.openapi.from_dict(_document())
 
 
 @pytest.fixture(scope="module")
-def user_tokens(fuzz_world: PromptWorld, fuzz_db: Engine) -> Iterator[dict[str, str]]:
+def user_tokens(fuzz_world: Controller, fuzz_db: Engine) -> Iterator[dict[str, str]]:
     tokens = {user: fuzz_world.user_token(fuzz_world.add_user(user)) for user in (ALICE, BOB)}
     yield tokens
     # Whatever fuzzing started is over: no VM left running (each is an agent process).
@@ -71,35 +71,33 @@ def user_tokens(fuzz_world: PromptWorld, fuzz_db: Engine) -> Iterator[dict[str, 
     live = [f"{r['id']} {r['state']}" for r in _rows(fuzz_db, "vms") if r["state"] not in ENDED_VM]
     assert live == [], f"fuzzing left VMs running: {live}"
     # The fake backend's VMs are agent processes naming the state dir: none may be left.
-    left = processes_of(fuzz_world.controller.settings.state_dir)
-    assert left == [], f"fuzzing left VM processes: {describe_pids(left)}"
+    left = processes_of(fuzz_world.settings.state_dir)
+    assert left == [], f"fuzzing left VM processes: {procfs.describe(left)}"
 
 
 @SCHEMA.parametrize()
 @FUZZ_SETTINGS
 def test_admin_requests(
-    case: FuzzCase, fuzz_world: PromptWorld, fuzz_db: Engine, user_tokens: dict[str, str]
+    case: FuzzCase, fuzz_world: Controller, fuzz_db: Engine, user_tokens: dict[str, str]
 ) -> None:
     """With an admin token: no 5xx, no leaks, JSON errors, rejected requests change nothing."""
-    _fuzz(case, fuzz_world, fuzz_db, fuzz_world.controller.admin_token, caller=None)
+    _fuzz(case, fuzz_world, fuzz_db, fuzz_world.admin_token, caller=None)
 
 
 @SCHEMA.parametrize()
 @FUZZ_SETTINGS
 def test_user_requests(
-    case: FuzzCase, fuzz_world: PromptWorld, fuzz_db: Engine, user_tokens: dict[str, str]
+    case: FuzzCase, fuzz_world: Controller, fuzz_db: Engine, user_tokens: dict[str, str]
 ) -> None:
     """With ALICE's token: the same, and nothing naming another user succeeds."""
     _fuzz(case, fuzz_world, fuzz_db, user_tokens[ALICE], caller=ALICE)
 
 
-def _fuzz(
-    case: FuzzCase, world: PromptWorld, db: Engine, token: str, *, caller: str | None
-) -> None:
+def _fuzz(case: FuzzCase, world: Controller, db: Engine, token: str, *, caller: str | None) -> None:
     unsafe = case.method.upper() not in SAFE
     before = _digest(db) if unsafe else ""
     bearer = {"Authorization": f"Bearer {token}"}
-    response, text = call_checked(case, world.controller.url, bearer, 30)
+    response, text = call_checked(case, world.url, bearer, 30)
     status = response.status_code
     if caller is not None and 200 <= status < 300:
         named = _named_users(case)
@@ -128,26 +126,26 @@ def _named_users(case: FuzzCase) -> set[str]:
     return named
 
 
-def _cancel_login(world: PromptWorld, db: Engine, session_id: str) -> None:
+def _cancel_login(world: Controller, db: Engine, session_id: str) -> None:
     """A login fuzzing started for real: cancel it and wait until its VM is gone."""
-    answer = world.controller.client().delete(f"/api/auth/sessions/{session_id}")
+    answer = world.client().delete(f"/api/auth/sessions/{session_id}")
     assert answer.status_code in (200, 409), f"cancelling {session_id}: {answer.text}"
     _settle(db)
 
 
 def _settle(db: Engine, timeout: float = 60.0) -> None:
     """Wait until no login is under way and no VM is starting, running or stopping."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def idle() -> bool:
         # Ids and states only: the rows hold login URLs and sealed VM tokens.
         busy = [f"login {r['id']} {r['phase']}" for r in _rows(db, "auth_sessions")
                 if r["phase"] not in ENDED_LOGIN]  # fmt: skip
         busy += [f"vm {r['id']} {r['state']}" for r in _rows(db, "vms")
                  if r["state"] not in ENDED_VM]  # fmt: skip
-        if not busy:
-            return
-        assert time.monotonic() < deadline, f"still under way after {timeout} s: {busy}"
-        time.sleep(0.05)
+        assert not busy, f"still under way: {busy}"
+        return True
+
+    eventually("no login or VM under way", idle, timeout)
 
 
 def _rows(db: Engine, table: str) -> list[dict[str, Any]]:

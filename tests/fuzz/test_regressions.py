@@ -7,12 +7,12 @@ from datetime import datetime
 
 from sqlalchemy import Engine, text
 
-from tests.controller.prompt_support import PromptWorld
+from tests.support.controller import Controller
 
 
-def test_routing_errors_are_json_with_code_and_message(fuzz_world: PromptWorld) -> None:
+def test_routing_errors_are_json_with_code_and_message(fuzz_world: Controller) -> None:
     """Starlette's own 404/405 used to answer {"detail": ...}, not the project's error shape."""
-    client = fuzz_world.controller.client()
+    client = fuzz_world.client()
     missing = client.get("/api/no-such-route")
     wrong_method = client.request("TRACE", "/api/health")
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found"), missing.text
@@ -25,11 +25,11 @@ def test_routing_errors_are_json_with_code_and_message(fuzz_world: PromptWorld) 
 
 
 def test_a_created_row_is_committed_before_the_answer(
-    fuzz_world: PromptWorld, fuzz_db: Engine
+    fuzz_world: Controller, fuzz_db: Engine
 ) -> None:
     """The session's commit used to run after the 201 was sent (FastAPI ends a yield
     dependency after the response by default): a row read right after could be missing."""
-    client = fuzz_world.controller.client()
+    client = fuzz_world.client()
     for n in range(20):
         created = client.post("/api/users", json={"id": f"fz-commit-{n}"})
         assert created.status_code == 201, created.text
@@ -40,9 +40,9 @@ def test_a_created_row_is_committed_before_the_answer(
         assert [tuple(r) for r in rows] == [(f"fz-commit-{n}",)], f"user {n} not committed at 201"
 
 
-def test_timestamps_in_answers_carry_their_zone(fuzz_world: PromptWorld) -> None:
+def test_timestamps_in_answers_carry_their_zone(fuzz_world: Controller) -> None:
     """SQLite hands datetimes back naive: createdAt was no RFC 3339 date-time (no offset)."""
-    client = fuzz_world.controller.client()
+    client = fuzz_world.client()
     client.post("/api/users", json={"id": "fz-zone"})
     stamp = client.get("/api/users/fz-zone").json()["createdAt"]
     assert datetime.fromisoformat(stamp).utcoffset() is not None, stamp

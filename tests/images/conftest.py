@@ -9,15 +9,12 @@ build runs inside whichever of them comes first.
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import pytest
 
-from remotecli import proc
 from remotecli.images.build import ensure_test_image
-from remotecli.images.chroot import run_in_root
 from remotecli.images.store import Image, load_image
 
 BUILD_TIMEOUT = 900
@@ -37,8 +34,3 @@ def test_image() -> Iterator[Image]:
     yield image
     # Nothing the tests ran inside it (chroots, containers) may have written to it.
     load_image(image.path, verify="full")
-
-
-def in_image(image: Image, *argv: str, env: Mapping[str, str] | None = None) -> proc.Completed:
-    """Run ``argv`` chrooted into the image (fresh /proc in its own namespaces)."""
-    return asyncio.run(run_in_root(image.rootfs, argv, env=env, timeout=60))

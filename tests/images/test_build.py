@@ -20,31 +20,7 @@ from remotecli.images.progress import BuildFailed, Stage
 from remotecli.images.recipe import BuildOptions
 from remotecli.images.store import MANIFEST, TMP_PREFIX, Image, build_lock, load_image
 from remotecli.images.unit import AGENT_WANTS_LINK
-
-
-class Recorder:
-    """A ``BuildProgress`` that remembers every call."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    def waiting(self, message: str) -> None:
-        self.events.append(("waiting", message))
-
-    def stage_started(self, stage: Stage, detail: str) -> None:
-        self.events.append(("started", str(stage)))
-
-    def stage_output(self, stage: Stage, line: str) -> None:
-        pass
-
-    def stage_finished(self, stage: Stage, seconds: float) -> None:
-        self.events.append(("finished", str(stage)))
-
-    def stage_failed(self, stage: Stage, seconds: float) -> None:
-        self.events.append(("failed", str(stage)))
-
-    def stage_skipped(self, stage: Stage, reason: str) -> None:
-        self.events.append(("skipped", str(stage)))
+from tests.support.images import Recorder
 
 
 def _cache(image: Image) -> Path:

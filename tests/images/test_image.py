@@ -16,7 +16,7 @@ from remotecli.images import layout
 from remotecli.images.clis import resolve_in_root
 from remotecli.images.store import Image, list_images, load_image
 from remotecli.images.unit import AGENT_WANTS_LINK, MASKED_UNITS, agent_unit
-from tests.images.conftest import in_image
+from tests.support.images import in_image
 
 FAKE_VERSIONS = {
     "claude": "2.1.332 (Claude Code)",

@@ -38,7 +38,7 @@ from remotecli.images.vm import VmArtifacts, ensure_vm_artifacts
 from remotecli.vmm.agentclient import AgentClient
 from remotecli.vmm.base import InstanceSpec, Phase
 from remotecli.vmm.qemu.backend import QEMU, QemuBackend
-from tests.images.test_build import Recorder
+from tests.support.images import Recorder
 
 #: A cold build on a 2-core CI machine is ~7 min; pytest-timeout ignores
 #: marks on fixtures, so every test that may run the build gets this budget.

@@ -18,8 +18,8 @@ from remotecli.images.clis import resolve_in_root
 from remotecli.images.recipe import BuildOptions
 from remotecli.images.store import Image
 from remotecli.providers import PROVIDERS
-from tests.images.conftest import in_image
 from tests.realcli_install import install_real_clis, npm_registry_reachable
+from tests.support.images import in_image
 
 pytestmark = [pytest.mark.realcli, pytest.mark.timeout(900)]
 

@@ -17,7 +17,6 @@ import stat
 import struct
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +40,7 @@ from remotecli.images.vm import (
     load_vm_artifacts,
     prune_orphans,
 )
+from tests.support.images import Recorder
 
 
 @pytest.fixture(scope="module")
@@ -201,13 +201,24 @@ def test_the_root_disk_is_sparse_with_headroom(artifacts: VmArtifacts) -> None:
 # -- cache and manifest -----------------------------------------------------------------
 
 
+def _files(directory: Path) -> dict[str, tuple[int, int, int]]:
+    """Each file's inode, mtime and size: a rebuilt or rewritten file changes one of them."""
+    found = {}
+    for path in sorted(directory.iterdir()):
+        st = path.stat()
+        found[path.name] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return found
+
+
 def test_a_second_call_is_a_cache_hit(artifacts: VmArtifacts, test_image: Image) -> None:
-    started = time.monotonic()
-    again = asyncio.run(ensure_vm_artifacts(test_image))
-    elapsed = time.monotonic() - started
+    before = _files(artifacts.directory)
+    progress = Recorder()
+    again = asyncio.run(ensure_vm_artifacts(test_image, progress=progress))
     assert again.directory == artifacts.directory
     assert again.manifest["built_at"] == artifacts.manifest["built_at"]
-    assert elapsed < 1.0, elapsed
+    # Reused, not rebuilt: no build stage ran (nor waited for the lock), no file was touched.
+    assert progress.events == []
+    assert _files(artifacts.directory) == before
 
 
 def test_the_manifest_records_every_file_and_verify_catches_a_change(

@@ -28,6 +28,7 @@ from remotecli.images.configdisk import write_config_disk
 from remotecli.images.store import Image
 from remotecli.images.vm import VmArtifacts, ensure_vm_artifacts
 from remotecli.vmm.qemu.backend import host_tsc_khz
+from tests.support.poll import NotYet, eventually
 
 BOOT_TIMEOUT = 90.0
 QEMU = "qemu-system-x86_64"
@@ -90,13 +91,15 @@ def test_the_vm_boots_to_the_agent_with_the_config_disk_token(
     started = time.monotonic()
     text = ""
     try:
-        while time.monotonic() - started < BOOT_TIMEOUT:
+
+        def said_or_exited() -> bool:
+            nonlocal text
             text = console.read_text(errors="replace") if console.exists() else ""
-            if layout.AGENT_LISTENING_MARKER in text or initramfs.FAILED_MARKER in text:
-                break
-            if vm.poll() is not None:
-                break
-            time.sleep(0.2)
+            said = layout.AGENT_LISTENING_MARKER in text or initramfs.FAILED_MARKER in text
+            return said or vm.poll() is not None
+
+        with contextlib.suppress(NotYet):  # the asserts below say what the console showed
+            eventually("the boot to end", said_or_exited, BOOT_TIMEOUT, interval=0.2)
         listening = time.monotonic() - started
         assert initramfs.FAILED_MARKER not in text, text[-3000:]
         assert layout.AGENT_LISTENING_MARKER in text, (

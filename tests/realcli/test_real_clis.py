@@ -10,7 +10,6 @@ why, when the npm registry does not answer.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -71,7 +70,6 @@ def test_codex_real_url_callback_relay_and_plain_offline_failure(real_agent: Run
     wrong = client.post(f"/sessions/{sid}/code", json={"callbackUrl": callback + "not-the-state"})
     assert (wrong.status_code, wrong.json()["code"]) == (400, "state_mismatch")
 
-    started = time.monotonic()
     right = client.post(f"/sessions/{sid}/code", json={"callbackUrl": callback + state})
     assert right.status_code == 200, right.text
     body = right.json()
@@ -83,7 +81,9 @@ def test_codex_real_url_callback_relay_and_plain_offline_failure(real_agent: Run
     assert isinstance(error, dict)
     assert error["code"] == "login_failed"
     assert "Token exchange failed" in error["message"]
-    assert time.monotonic() - started < 20
+    # The CLI gave up by itself (it exited, non-zero), not the agent's login deadline
+    # (which ends a login "expired", code login_expired, with no exit code).
+    assert ended["exitCode"] not in (None, 0), ended
     assert not port_is_listening(1455)
     _assert_no_login_left(real_agent)
 

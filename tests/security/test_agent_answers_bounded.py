@@ -23,6 +23,7 @@ from remotecli.vmm.agentclient import (
     AgentClient,
     AgentRequestError,
 )
+from tests.support.poll import NotYet, eventually_async
 
 pytestmark = pytest.mark.anyio
 
@@ -115,8 +116,9 @@ async def test_an_endless_line_in_a_streamed_run_is_cut_at_the_cap(hostile: Host
 
 async def _until(done: object, agent: HostileAgent) -> None:
     assert callable(done)
-    for _ in range(200):
-        if done():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the client did not hang up: sent {agent.sent}, hung up {agent.hung_up}")
+    try:
+        await eventually_async("the client to hang up", done, 10)
+    except NotYet:
+        raise AssertionError(
+            f"the client did not hang up: sent {agent.sent}, hung up {agent.hung_up}"
+        ) from None

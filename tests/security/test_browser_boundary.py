@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 
 from remotecli.controller.security import CSRF_HEADER, SESSION_COOKIE
-from tests.controller.harness import RunningController
+from tests.support.controller import Controller
 
 EVIL = "https://evil.example"
 
@@ -23,7 +23,7 @@ def set_cookie_attributes(response: httpx.Response) -> list[str]:
     return [part.strip().split("=", 1)[0].lower() for part in header.split(";")[1:]]
 
 
-def sign_in(controller: RunningController, **headers: str) -> httpx.Response:
+def sign_in(controller: Controller, **headers: str) -> httpx.Response:
     browser = controller.client(token=None)
     response = browser.post(
         "/api/session",
@@ -35,7 +35,7 @@ def sign_in(controller: RunningController, **headers: str) -> httpx.Response:
 
 
 def test_the_session_cookie_is_secure_exactly_when_the_browser_came_over_https(
-    controller: RunningController,
+    controller: Controller,
 ) -> None:
     plain = set_cookie_attributes(sign_in(controller))
     assert "secure" not in plain, f"plain http cannot keep a Secure cookie, yet got {plain}"
@@ -47,7 +47,7 @@ def test_the_session_cookie_is_secure_exactly_when_the_browser_came_over_https(
 
 
 def test_no_cors_preflight_is_answered_and_no_answer_allows_another_origin(
-    controller: RunningController,
+    controller: Controller,
 ) -> None:
     anonymous = controller.client(token=None)
     admin = controller.client()

@@ -14,7 +14,8 @@ import secrets
 from remotecli.controller.vault import sync
 from remotecli.controller.vault.sync import SyncOutcome
 from remotecli.vmm.agentclient import AgentClient
-from tests.controller.prompt_support import PromptWorld, only
+from tests.support.controller import Controller
+from tests.support.streams import only
 
 USERS = ("ada", "bob")
 #: Two providers keep the test short; Codex's files go the same way (sync.prepare is
@@ -22,7 +23,7 @@ USERS = ("ada", "bob")
 PROVIDERS = ("claude_code", "gemini_cli")
 
 
-def run_vm(world: PromptWorld, user: str, provider: str) -> str:
+def run_vm(world: Controller, user: str, provider: str) -> str:
     """Run a prompt for ``user`` and return the id of the CLI VM it ran in."""
     events = world.prompt(user, provider, "hello")
     assert only(events, "done")["status"] == "succeeded", events
@@ -30,7 +31,7 @@ def run_vm(world: PromptWorld, user: str, provider: str) -> str:
     return vm_id
 
 
-def held(world: PromptWorld, vm_id: str, provider: str) -> dict[str, str]:
+def held(world: Controller, vm_id: str, provider: str) -> dict[str, str]:
     """The credential files a VM's agent holds for ``provider`` (path → content)."""
     with world.agent_client(vm_id) as agent:
         answer = agent.get("/credentials", params={"provider": provider})
@@ -38,9 +39,9 @@ def held(world: PromptWorld, vm_id: str, provider: str) -> dict[str, str]:
     return {f["path"]: f["content"] for f in answer.json()["files"]}
 
 
-def sync_back(world: PromptWorld, vm_id: str, user: str, provider: str) -> SyncOutcome:
+def sync_back(world: Controller, vm_id: str, user: str, provider: str) -> SyncOutcome:
     """The controller's own sync-back of ``vm_id``'s copy into ``user``'s vault records."""
-    handle = world.vm(vm_id)
+    handle = world.handle(vm_id)
     assert handle is not None
 
     async def go() -> SyncOutcome:
@@ -51,7 +52,7 @@ def sync_back(world: PromptWorld, vm_id: str, user: str, provider: str) -> SyncO
     return world.call(go())
 
 
-def rotate_in_vm(world: PromptWorld, vm_id: str, provider: str) -> dict[str, str]:
+def rotate_in_vm(world: Controller, vm_id: str, provider: str) -> dict[str, str]:
     """Change the VM's copy the way a refresh would (new token strings); return the new files."""
     files = {
         path: json.dumps({**json.loads(content), "rotatedInVm": secrets.token_hex(8)})
@@ -67,7 +68,7 @@ def rotate_in_vm(world: PromptWorld, vm_id: str, provider: str) -> dict[str, str
     return files
 
 
-def test_each_users_vm_holds_only_that_users_credentials(world: PromptWorld) -> None:
+def test_each_users_vm_holds_only_that_users_credentials(world: Controller) -> None:
     vms: dict[str, str] = {}
     for user in USERS:
         world.add_user(user)
@@ -99,7 +100,7 @@ def test_each_users_vm_holds_only_that_users_credentials(world: PromptWorld) -> 
 
 
 def test_sync_back_refuses_a_vm_without_the_lease_and_a_copy_a_new_login_replaced(
-    world: PromptWorld,
+    world: Controller,
 ) -> None:
     provider = "claude_code"
     for user in USERS:

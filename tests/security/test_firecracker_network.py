@@ -32,6 +32,7 @@ from remotecli.vmm.firecracker import binaries as fcbin
 from remotecli.vmm.firecracker.backend import FirecrackerBackend, FirecrackerInstance
 from remotecli.vmm.firecracker.jail import default_chroot_base
 from remotecli.vmm.firecracker.netns import VmNetwork
+from tests.support import procfs
 
 pytestmark = pytest.mark.anyio
 
@@ -68,13 +69,6 @@ def rootfs() -> Iterator[Path]:
 
 def netns_exists(name: str) -> bool:
     return Path("/run/netns", name).exists()
-
-
-def uid_of(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Uid:"):
-            return int(line.split()[1])
-    raise AssertionError(f"/proc/{pid}/status has no Uid line")
 
 
 @contextlib.asynccontextmanager
@@ -135,7 +129,7 @@ async def test_the_controllers_firecracker_vms_have_no_nic_and_the_jailer_follow
     async with started(backend, rootfs) as vm:
         case = f"{environment} with REMOTECLI_FIRECRACKER_JAILER={override}"
         assert vm.process.pid is not None
-        uid = uid_of(vm.process.pid)
+        uid = procfs.uid(vm.process.pid)
         assert uid == (NOBODY if jailed else os.geteuid()), (
             f"{case}: firecracker runs as uid {uid}, expected {'the jail' if jailed else 'ours'}"
         )

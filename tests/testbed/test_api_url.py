@@ -13,7 +13,7 @@ import pytest
 
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, approve_device
 from remotecli.testbed.fake_clis import common
-from tests.testbed.conftest import PASSWORD, USER, bin_path, run_cli, spawn
+from tests.testbed.clis import PASSWORD, USER, bin_path, run_cli, spawn
 
 CODEX = bin_path("codex")
 

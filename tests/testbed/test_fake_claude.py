@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from remotecli.testbed import OAuthServer, login
-from tests.testbed.conftest import PASSWORD, USER, bin_path, pty_spawn, run_cli
+from tests.testbed.clis import PASSWORD, USER, bin_path, pty_spawn, run_cli
 
 CLAUDE = bin_path("claude")
 

@@ -14,7 +14,7 @@ import pytest
 
 from remotecli.testbed import OAuthServer, approve_device, login
 from remotecli.testbed.tokens import jwt_payload
-from tests.testbed.conftest import PASSWORD, USER, bin_path, run_cli, spawn
+from tests.testbed.clis import PASSWORD, USER, bin_path, run_cli, spawn
 
 CODEX = bin_path("codex")
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

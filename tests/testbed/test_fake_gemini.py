@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from remotecli.testbed import OAuthServer, login
-from tests.testbed.conftest import PASSWORD, USER, bin_path, pty_spawn, run_cli
+from tests.testbed.clis import PASSWORD, USER, bin_path, pty_spawn, run_cli
 
 GEMINI = bin_path("gemini")
 URL_PROMPT = r"Please visit the following URL to authorize the application:\n\n(\S+)\n\n"

@@ -16,7 +16,7 @@ import pytest
 from remotecli.testbed import BrowserError, OAuthServer, approve_device, login
 from remotecli.testbed.clients import CLAUDE_LOGIN_SCOPES, CLIENTS, encode_claude_short_link
 from remotecli.testbed.tokens import jwt_payload, pkce_challenge, pkce_verifier
-from tests.testbed.conftest import PASSWORD, USER
+from tests.testbed.clis import PASSWORD, USER
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

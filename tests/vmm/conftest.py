@@ -11,11 +11,9 @@
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,26 +21,15 @@ import pytest
 from remotecli.images.build import ensure_test_image
 from remotecli.testbed import fake_cli_bin_dir
 from remotecli.vmm import hostcheck
-from remotecli.vmm.base import Backend, Deadlines, Instance, InstanceSpec, Phase
+from remotecli.vmm.base import Backend
 from remotecli.vmm.fake.backend import FakeBackend
 from remotecli.vmm.nspawn.backend import NspawnBackend
 from tests.vmm import lab as lab_helpers
+from tests.vmm.lab import Lab
 
 #: pytest-timeout ignores marks on fixtures: a cold machine builds the image
 #: (~1 min) inside whichever test asks for it first.
 BUILD_TIMEOUT = 900
-#: Generous for a healthy boot (~0.4 s here) on a loaded CI host.
-BOOT_DEADLINES = Deadlines(
-    {
-        Phase.VMM_STARTED: 10.0,
-        Phase.KERNEL_BOOTED: 30.0,
-        Phase.INIT_STARTED: 20.0,
-        Phase.AGENT_LISTENING: 20.0,
-        Phase.AGENT_READY: 10.0,
-    }
-)
-#: For faulty variants: long enough for a healthy agent, short enough for the suite.
-FAULT_DEADLINES = Deadlines({**BOOT_DEADLINES.per_phase, Phase.AGENT_LISTENING: 3.0})
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -95,43 +82,6 @@ def layer(tmp_path: Path) -> Iterator[Path]:
     path.mkdir()
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@dataclass
-class Lab:
-    backend: Backend
-    image: Path
-    created: list[Instance] = field(default_factory=list)
-
-    def spec(
-        self,
-        name: str,
-        *,
-        layers: Sequence[Path] = (),
-        deadlines: Deadlines = BOOT_DEADLINES,
-        agent_env: dict[str, str] | None = None,
-    ) -> InstanceSpec:
-        return InstanceSpec(
-            image=self.image,
-            instance_id=f"{name}-{secrets.token_hex(3)}",
-            agent_token=secrets.token_urlsafe(24),
-            layers=tuple(layers),
-            deadlines=deadlines,
-            agent_env=agent_env or {},
-        )
-
-    async def start(self, spec: InstanceSpec) -> Instance:
-        instance = self.backend.create(spec)
-        self.created.append(instance)
-        await instance.start()
-        return instance
-
-    async def boot(
-        self, name: str, *, layers: Sequence[Path] = (), agent_env: dict[str, str] | None = None
-    ) -> Instance:
-        instance = await self.start(self.spec(name, layers=layers, agent_env=agent_env))
-        await instance.wait_ready()
-        return instance
 
 
 async def _lab(backend: Backend, image: Path, request: pytest.FixtureRequest, tmp_path: Path) -> (

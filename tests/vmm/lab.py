@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,9 @@ import pytest
 from remotecli.errors import VmError
 from remotecli.testbed import OAuthServer, login
 from remotecli.vmm.agentclient import AgentClient
-from remotecli.vmm.base import Instance
+from remotecli.vmm.base import Backend, Deadlines, Instance, InstanceSpec, Phase
 from remotecli.vmm.readiness import console_tail
-from tests.conftest import PASSWORD, USER
+from tests.support.user import PASSWORD, USER
 
 FAILED = pytest.StashKey[bool]()
 PROVIDERS = ("claude_code", "codex", "gemini_cli")
@@ -78,3 +80,56 @@ async def login_every_provider(
     issued = {t.access_token for t in server.issued_tokens("codex")}
     creds = await agent.request("GET", "/credentials", params={"provider": "codex"})
     assert json.loads(creds["files"][0]["content"])["tokens"]["access_token"] in issued
+
+
+#: Generous for a healthy boot (~0.4 s here) on a loaded CI host.
+BOOT_DEADLINES = Deadlines(
+    {
+        Phase.VMM_STARTED: 10.0,
+        Phase.KERNEL_BOOTED: 30.0,
+        Phase.INIT_STARTED: 20.0,
+        Phase.AGENT_LISTENING: 20.0,
+        Phase.AGENT_READY: 10.0,
+    }
+)
+
+
+#: For faulty variants: long enough for a healthy agent, short enough for the suite.
+FAULT_DEADLINES = Deadlines({**BOOT_DEADLINES.per_phase, Phase.AGENT_LISTENING: 3.0})
+
+
+@dataclass
+class Lab:
+    backend: Backend
+    image: Path
+    created: list[Instance] = field(default_factory=list)
+
+    def spec(
+        self,
+        name: str,
+        *,
+        layers: Sequence[Path] = (),
+        deadlines: Deadlines = BOOT_DEADLINES,
+        agent_env: dict[str, str] | None = None,
+    ) -> InstanceSpec:
+        return InstanceSpec(
+            image=self.image,
+            instance_id=f"{name}-{secrets.token_hex(3)}",
+            agent_token=secrets.token_urlsafe(24),
+            layers=tuple(layers),
+            deadlines=deadlines,
+            agent_env=agent_env or {},
+        )
+
+    async def start(self, spec: InstanceSpec) -> Instance:
+        instance = self.backend.create(spec)
+        self.created.append(instance)
+        await instance.start()
+        return instance
+
+    async def boot(
+        self, name: str, *, layers: Sequence[Path] = (), agent_env: dict[str, str] | None = None
+    ) -> Instance:
+        instance = await self.start(self.spec(name, layers=layers, agent_env=agent_env))
+        await instance.wait_ready()
+        return instance

@@ -14,8 +14,7 @@ from remotecli.testbed import TESTBED_URL_ENV, OAuthServer
 from remotecli.testbed.netns import listen_in_netns
 from remotecli.vmm.agentclient import AgentClient
 from remotecli.vmm.nspawn.backend import NspawnInstance
-from tests.vmm.conftest import Lab
-from tests.vmm.lab import login_every_provider
+from tests.vmm.lab import Lab, login_every_provider
 
 pytestmark = pytest.mark.anyio
 

@@ -28,7 +28,7 @@ from remotecli.vmm.fake.backend import FakeBackend, FakeFault
 from remotecli.vmm.nspawn.backend import NspawnBackend, NspawnInstance
 from tests.leakcheck import LeakWatch, held, no_leaks
 from tests.vmm import layers
-from tests.vmm.conftest import BOOT_DEADLINES, FAULT_DEADLINES
+from tests.vmm.lab import BOOT_DEADLINES, FAULT_DEADLINES
 
 #: Sequential and concurrent fake cycles: 100 boots of the real agent (~0.2 s each here).
 SEQUENTIAL = 40

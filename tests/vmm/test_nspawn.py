@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,8 @@ from remotecli.images import layout
 from remotecli.vmm.base import Instance, InstanceState, Phase
 from remotecli.vmm.nspawn.backend import NspawnBackend, NspawnInstance
 from remotecli.vmm.readiness import probe_health
-from tests.vmm.conftest import Lab
+from tests.support import procfs
+from tests.vmm.lab import Lab
 
 pytestmark = pytest.mark.anyio
 
@@ -27,10 +27,8 @@ def as_nspawn(instance: Instance) -> NspawnInstance:
 def leftovers(instance: NspawnInstance) -> list[str]:
     """Everything an instance could leave on the host, looked up independently of destroy()."""
     found = []
-    if instance.pid is not None and Path(f"/proc/{instance.pid}").exists():
-        status = Path(f"/proc/{instance.pid}/status").read_text()
-        if "State:\tZ" not in status:
-            found.append(f"process {instance.pid}")
+    if instance.pid is not None and procfs.alive(instance.pid):
+        found.append(f"process {instance.pid}")
     found += [str(d) for d in instance.cgroup.dirs()]
     if instance.dir.path.exists():
         found.append(str(instance.dir.path))
@@ -38,14 +36,7 @@ def leftovers(instance: NspawnInstance) -> list[str]:
         found.append(str(instance.agent_socket))
     mounts = Path("/proc/self/mounts").read_text()
     found += [ln for ln in mounts.splitlines() if str(instance.dir.path) in ln]
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if instance.machine.encode() in cmdline:
-                found.append(f"process {pid}: {cmdline!r}")
+    found += [f"process {p.pid}: {p.argv!r}" for p in procfs.naming(instance.machine)]
     return found
 
 

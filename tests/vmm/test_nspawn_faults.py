@@ -18,7 +18,7 @@ from remotecli.errors import NotReady
 from remotecli.images import layout
 from remotecli.vmm.base import InstanceState, Phase
 from tests.vmm import layers
-from tests.vmm.conftest import FAULT_DEADLINES, Lab
+from tests.vmm.lab import FAULT_DEADLINES, Lab
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 
 import pytest
 
@@ -33,7 +32,9 @@ from tests.security.probe import (
     run_claude,
     trap,
 )
-from tests.vmm.conftest import Lab
+from tests.support import procfs
+from tests.support.poll import eventually_async
+from tests.vmm.lab import Lab
 
 pytestmark = pytest.mark.anyio
 
@@ -75,24 +76,19 @@ async def test_a_cli_in_a_container_reaches_no_host_address(lab: Lab) -> None:
 
 def facts_of(pid: int) -> tuple[dict[str, str], list[bytes]]:
     """A process's /proc status fields and its environment."""
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}, environ
+    return procfs.status(pid), procfs.environ(pid)
 
 
 def cli_processes(leader: int) -> list[int]:
     """Host pids of the fake Claude CLI processes in the container of ``leader``."""
-    pidns = Path(f"/proc/{leader}/ns/pid").readlink()
+    pidns = procfs.namespace(leader, "pid")
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for process in procfs.processes():
         with contextlib.suppress(OSError):
-            if (entry / "ns/pid").readlink() != pidns:
+            if procfs.namespace(process.pid, "pid") != pidns:
                 continue
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if any(arg.endswith(b"/claude") for arg in argv[:2]):
-                found.append(int(entry.name))
+            if any(arg.endswith("/claude") for arg in process.argv[:2]):
+                found.append(process.pid)
     return found
 
 
@@ -106,13 +102,12 @@ async def test_a_cli_in_a_container_runs_as_the_unprivileged_user(lab: Lab) -> N
         started = await anext(events)
         assert started["type"] == "run.started", started
         try:
-            pids: list[int] = []
-            for _ in range(100):
-                pids = await asyncio.to_thread(cli_processes, leader)
-                if pids:
-                    break
-                await asyncio.sleep(0.1)
-            assert pids, "no claude process appeared in the container while the run hangs"
+            pids: list[int] = await eventually_async(
+                "a claude process in the container while the run hangs",
+                lambda: asyncio.to_thread(cli_processes, leader),
+                10,
+                interval=0.1,
+            )
             for pid in pids:
                 status, environ = facts_of(pid)
                 assert status["Uid"].split() == [str(CLI_UID)] * 4, (pid, status["Uid"])

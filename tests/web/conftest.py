@@ -19,31 +19,24 @@ page. ``dash.doc_screenshot`` keeps a picture for README.md: written to
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import (
     BrowserContext,
-    ConsoleMessage,
-    Page,
     Playwright,
-    ViewportSize,
     sync_playwright,
 )
 
-from remotecli.controller.security import CSRF_HEADER
 from remotecli.controller.settings import Settings
-from tests.controller import vm_harness
-from tests.controller.harness import RunningController, new_token, run_controller
+from tests.support.controller import Controller, run_controller
+from tests.web.dashboard import DESKTOP, DOC_SHOTS, Dashboard
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = Path(__file__).parent / "artifacts"
 DOC_SCREENSHOTS = REPO / "docs" / "screenshots"
 # A closed network: without these Chromium's background traffic (updates,
 # sync, QUIC probes) fails noisily and slowly.
@@ -57,15 +50,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DESKTOP: ViewportSize = {"width": 1280, "height": 800}
-PHONE: ViewportSize = {"width": 390, "height": 844}
 
-state_dir = vm_harness.state_dir
-make_settings = vm_harness.make_settings
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
-#: name → PNG bytes, written at the end of a passing session.
-_DOC_SHOTS: dict[str, bytes] = {}
 
 
 @pytest.hookimpl(wrapper=True)
@@ -78,10 +65,10 @@ def pytest_runtest_makereport(
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if exitstatus != 0 or not _DOC_SHOTS:
+    if exitstatus != 0 or not DOC_SHOTS:
         return
     DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for name, png in _DOC_SHOTS.items():
+    for name, png in DOC_SHOTS.items():
         (DOC_SCREENSHOTS / f"{name}.png").write_bytes(png)
 
 
@@ -94,7 +81,7 @@ def database_url(state_dir: Path) -> str:
 
 
 @pytest.fixture
-def controller(make_settings: Callable[..., Settings]) -> Iterator[RunningController]:
+def controller(make_settings: Callable[..., Settings]) -> Iterator[Controller]:
     """The whole controller in the offline demo, every service, on the fake backend."""
     with run_controller(make_settings(demo=True)) as running:
         yield running
@@ -136,100 +123,9 @@ def browser(playwright: Playwright) -> Iterator[BrowserContext]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-@dataclass
-class Dashboard:
-    controller: RunningController
-    browser: BrowserContext
-    steps: list[tuple[str, bytes]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    expected: list[re.Pattern[str]] = field(default_factory=list)
-    tokens: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return self.controller.url
-
-    # -- tokens and signing in ------------------------------------------------------------------
-
-    def token(self, who: str = "admin") -> str:
-        """An ``admin``, ``service`` or ``user:<id>`` token (the user is created)."""
-        if who == "admin":
-            return self.controller.admin_token
-        if who not in self.tokens:
-            self.tokens[who] = new_token(self.controller.client(), who)
-        return self.tokens[who]
-
-    def sign_in(self, who: str = "admin") -> None:
-        """Sign this browser in through the API (the cookie lands in the browser's jar)."""
-        response = self.browser.request.post(
-            f"{self.url}/api/session",
-            data={"token": self.token(who)},
-            headers={CSRF_HEADER: "1"},
-        )
-        assert response.status == 200, response.text()
-
-    def open(self, path: str) -> Page:
-        page = self.browser.pages[0] if self.browser.pages else self.browser.new_page()
-        page.goto(self.url + path)
-        return page
-
-    # -- evidence --------------------------------------------------------------------------------
-
-    def step(self, page: Page, name: str) -> None:
-        """Record a step: its screenshot is saved if the test fails."""
-        self.steps.append((name, page.screenshot(full_page=True)))
-
-    def expect_console(self, pattern: str) -> None:
-        """A console error the test provokes on purpose (e.g. a 401 from a wrong token)."""
-        self.expected.append(re.compile(pattern))
-
-    def doc_screenshot(self, page: Page, name: str) -> None:
-        """``docs/screenshots/<name>.png`` and ``<name>-phone.png``, if the session passes."""
-        for suffix, size in (("", DESKTOP), ("-phone", PHONE)):
-            page.set_viewport_size(size)
-            page.wait_for_timeout(100)  # let the layout settle after the resize
-            _DOC_SHOTS[name + suffix] = page.screenshot(full_page=True)
-        page.set_viewport_size(DESKTOP)
-
-    def _watch(self, page: Page) -> None:
-        def ours() -> bool:
-            return page.url.startswith(self.url)
-
-        def console(message: ConsoleMessage) -> None:
-            if message.type == "error" and ours():
-                self._error(f"console error on {page.url}: {message.text} ({message.location})")
-
-        def page_error(error: Exception) -> None:
-            if ours():
-                self._error(f"uncaught exception on {page.url}: {error}")
-
-        page.on("console", console)
-        page.on("pageerror", page_error)
-
-    def _error(self, text: str) -> None:
-        if not any(p.search(text) for p in self.expected):
-            self.errors.append(text)
-
-    def save_artifacts(self, test_name: str) -> Path:
-        out = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", test_name)
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        for n, (name, png) in enumerate(self.steps, 1):
-            slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
-            (out / f"{n:02d}-{slug}.png").write_bytes(png)
-        for n, page in enumerate(self.browser.pages):
-            try:
-                page.screenshot(path=str(out / f"last-page{n}.png"), full_page=True)
-            except Exception as exc:  # a crashed page must not hide the test's own failure
-                (out / f"last-page{n}.txt").write_text(f"no screenshot: {exc}\n")
-        if self.errors:
-            (out / "console-errors.txt").write_text("\n".join(self.errors) + "\n")
-        return out
-
-
 @pytest.fixture
 def dash(
-    request: pytest.FixtureRequest, controller: RunningController, browser: BrowserContext
+    request: pytest.FixtureRequest, controller: Controller, browser: BrowserContext
 ) -> Iterator[Dashboard]:
     dashboard = Dashboard(controller, browser)
     for page in browser.pages:

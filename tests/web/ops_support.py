@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 import httpx
 
 from remotecli.testbed import login
-from tests.conftest import PASSWORD, USER
-from tests.web.conftest import Dashboard
+from tests.support.poll import eventually
+from tests.support.user import PASSWORD, USER
+from tests.web.dashboard import Dashboard
 
 ENDED = ("authenticated", "failed", "cancelled", "expired")
 
@@ -27,8 +28,11 @@ def connect(dash: Dashboard, user_id: str, provider: str) -> None:
     outcome = login(session["loginUrl"], USER, PASSWORD)
     sent = client.post(f"/api/auth/sessions/{session['id']}/code", json={"code": outcome.code})
     assert sent.status_code == 200, sent.text
-    deadline = time.monotonic() + 20
-    while (body := client.get(f"/api/auth/sessions/{session['id']}").json())["phase"] not in ENDED:
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
+
+    def ended() -> dict[str, Any]:
+        body: dict[str, Any] = client.get(f"/api/auth/sessions/{session['id']}").json()
+        assert body["phase"] in ENDED, body
+        return body
+
+    body = eventually(f"login {session['id']} to end", ended, 20)
     assert body["phase"] == "authenticated", body

@@ -15,8 +15,8 @@ import re
 import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, Request, Route, expect
 
-from tests.conftest import PASSWORD, USER
-from tests.web.conftest import Dashboard
+from tests.support.user import PASSWORD, USER
+from tests.web.dashboard import Dashboard
 
 #: Codex's browser flow ends at the CLI's own listener, 127.0.0.1:1455.
 CODEX_CALLBACK = "http://127.0.0.1:1455/**"

@@ -9,7 +9,7 @@ import httpx
 
 from remotecli.controller.security import SESSION_COOKIE
 from remotecli.web.routes import HERE, SECURITY_HEADERS, STATIC_DIR
-from tests.controller.harness import RunningController
+from tests.support.controller import Controller
 
 PAGES = ["/remote-cli/auth", "/remote-cli/vms", "/remote-cli/playground", "/remote-cli/login"]
 #: <script> with a body, an inline event handler, or a javascript: URL.
@@ -20,7 +20,7 @@ INLINE_SCRIPT = re.compile(
 HTML_SINKS = re.compile(r"\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML|document\.write")
 
 
-def test_every_page_sends_the_security_headers(controller: RunningController) -> None:
+def test_every_page_sends_the_security_headers(controller: Controller) -> None:
     cookies = {SESSION_COOKIE: controller.admin_token}
     with httpx.Client(base_url=controller.url, cookies=cookies, timeout=30) as client:
         for path in PAGES:

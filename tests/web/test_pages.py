@@ -8,8 +8,8 @@ import httpx
 from playwright.sync_api import expect
 
 from remotecli.controller.security import CSRF_HEADER, SESSION_COOKIE
-from tests.controller.harness import RunningController
-from tests.web.conftest import Dashboard
+from tests.support.controller import Controller
+from tests.web.dashboard import Dashboard
 
 
 def test_a_page_without_the_cookie_sends_the_browser_to_sign_in_and_back(dash: Dashboard) -> None:
@@ -56,7 +56,7 @@ def test_an_admin_sees_every_page_in_the_nav(dash: Dashboard) -> None:
     )
 
 
-def test_next_only_goes_to_a_path_on_this_site(controller: RunningController) -> None:
+def test_next_only_goes_to_a_path_on_this_site(controller: Controller) -> None:
     web = controller.client(token=None)
     for evil in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
         page = web.get("/remote-cli/login", params={"next": evil})
@@ -66,12 +66,12 @@ def test_next_only_goes_to_a_path_on_this_site(controller: RunningController) ->
 
 
 def test_the_cookie_authenticates_the_api_and_unsafe_methods_need_the_csrf_header(
-    controller: RunningController,
+    controller: Controller,
 ) -> None:
     admin = controller.client()
     assert admin.post("/api/users", json={"id": "ada"}).status_code == 201
     browser = httpx.Client(base_url=controller.url)
-    controller.clients.append(browser)
+    controller.clients.open.append(browser)
     signed = browser.post("/api/session", json={"token": controller.admin_token})
     assert signed.status_code == 403 and signed.json()["code"] == "csrf_required"
     signed = browser.post(
@@ -91,7 +91,7 @@ def test_the_cookie_authenticates_the_api_and_unsafe_methods_need_the_csrf_heade
     assert browser.get("/api/users/ada/credentials").status_code == 401
 
 
-def test_static_files_are_only_the_shipped_ones(controller: RunningController) -> None:
+def test_static_files_are_only_the_shipped_ones(controller: Controller) -> None:
     web = controller.client(token=None)
     assert web.get("/remote-cli/static/app.css").status_code == 200
     for name in ("..%2Froutes.py", "routes.py", "%2E%2E%2F%2E%2E%2Fpyproject.toml"):

@@ -6,7 +6,8 @@ import re
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.web.conftest import Dashboard
+from tests.support.poll import eventually
+from tests.web.dashboard import Dashboard
 from tests.web.ops_support import connect
 
 
@@ -89,11 +90,12 @@ def test_stop_ends_a_running_prompt(dash: Dashboard) -> None:
     # The controller cancelled the run in the VM: its record says so.
     admin = dash.controller.client()
     [vm] = [v for v in admin.get("/api/vms").json()["vms"] if v["userId"] == "cy"]
-    for _ in range(200):
-        runs = admin.get(f"/api/vms/{vm['id']}/sessions").json()["recentRuns"]
-        if runs and runs[0]["status"] != "running":
-            break
-        page.wait_for_timeout(50)
+
+    def ended_runs() -> list[dict[str, str]] | None:
+        runs: list[dict[str, str]] = admin.get(f"/api/vms/{vm['id']}/sessions").json()["recentRuns"]
+        return runs if runs and runs[0]["status"] != "running" else None
+
+    runs = eventually("the run's record to end", ended_runs, 10)
     assert [(r["provider"], r["status"]) for r in runs] == [("claude_code", "cancelled")]
     # The next run works at once: the lease was released.
     run(page, "hello")

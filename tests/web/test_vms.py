@@ -9,13 +9,13 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from remotecli.controller.settings import Settings
-from tests.controller.harness import RunningController, run_controller
-from tests.web.conftest import Dashboard
+from tests.support.controller import Controller, run_controller
+from tests.web.dashboard import Dashboard
 from tests.web.ops_support import connect, service
 
 
 @pytest.fixture
-def controller(make_settings: Callable[..., Settings]) -> Iterator[RunningController]:
+def controller(make_settings: Callable[..., Settings]) -> Iterator[Controller]:
     """The offline demo with one warm auth VM, so the list has a pooled VM from the start."""
     with run_controller(make_settings(demo=True, warm_pool_auth=1)) as running:
         yield running

@@ -21,7 +21,7 @@ from remotecli.vmm.base import InstanceState, Phase
 from remotecli.vmm.firecracker.api import FirecrackerApiError
 from remotecli.vmm.firecracker.backend import GUEST_CID, SnapshotFiles, boot_args
 from tests.vmm.firecracker import fc_openapi
-from tests.vmm.firecracker.conftest import FcLab
+from tests.vmm.firecracker.lab import FcLab
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

@@ -22,7 +22,7 @@ from remotecli.errors import NotReady
 from remotecli.vmm.base import Deadlines, Phase, VmArtifacts
 from remotecli.vmm.firecracker import binaries as fcbin
 from remotecli.vmm.firecracker.backend import FirecrackerBackend
-from tests.vmm.firecracker.conftest import NEEDS_HW_VIRT, FcLab, hardware_virt
+from tests.vmm.firecracker.lab import NEEDS_HW_VIRT, FcLab, hardware_virt
 
 pytestmark = [pytest.mark.anyio]
 SLOW = Deadlines({p: 150.0 for p in Phase})

@@ -9,7 +9,6 @@ configure, InstanceStart, the serial console, snapshot create + load, teardown.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
@@ -24,28 +23,13 @@ from remotecli.vmm import statedir
 from remotecli.vmm.base import InstanceState
 from remotecli.vmm.firecracker import jail as fcjail
 from remotecli.vmm.firecracker.backend import FirecrackerBackend, FirecrackerInstance, SnapshotFiles
+from tests.support import procfs
+from tests.support.poll import eventually_async
 from tests.vmm.firecracker import fc_openapi
-from tests.vmm.firecracker.conftest import FcLab
+from tests.vmm.firecracker.lab import FcLab
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 NOBODY = 65534
-
-
-def _uid_of(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-
-
-def _pids_named(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def _listing(directory: Path) -> list[str]:
@@ -67,7 +51,7 @@ async def test_a_jailed_vm_runs_unprivileged_in_its_chroot_with_limits_and_its_c
     pid = instance.process.pid
     assert pid is not None
 
-    assert _uid_of(pid) == NOBODY
+    assert procfs.uid(pid) == NOBODY
     # pivot_root in a mount namespace of its own: its / is the chroot, our mounts are not its.
     seen_root = _listing(Path(f"/proc/{pid}/root"))
     assert seen_root == _listing(jail.root)
@@ -102,10 +86,12 @@ async def test_a_jailed_vm_runs_unprivileged_in_its_chroot_with_limits_and_its_c
         assert str(pid) in (cg / "tasks").read_text().split()
     print(f"jailed start timings: {instance.timings}")
 
-    deadline = time.monotonic() + 60
-    while "Linux version" not in instance.console_path.read_text(errors="replace"):
-        assert time.monotonic() < deadline, instance.console_tail(500)
-        await asyncio.sleep(0.5)
+    def banner() -> bool:
+        shown = "Linux version" in instance.console_path.read_text(errors="replace")
+        assert shown, instance.console_tail(500)
+        return True
+
+    await eventually_async("the kernel's banner", banner, 60, interval=0.5)
     print(f"banner after {time.monotonic() - instance.started_at:.1f} s")
 
 
@@ -164,7 +150,7 @@ async def test_destroy_and_reap_leave_no_process_chroot_cgroup_netns_or_mount(
     assert await fresh.list_running() == [instance.spec.instance_id]
     await fresh.reap(instance.spec.instance_id)
 
-    assert _pids_named(instance.vm_id) == []
+    assert [p.pid for p in procfs.naming(instance.vm_id)] == []
     assert not jail.top.exists() and not instance.dir.path.exists()
     assert [d for d in jail.cgroup_dirs if d.exists()] == []
     assert not netns.exists()

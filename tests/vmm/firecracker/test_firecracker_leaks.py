@@ -18,7 +18,7 @@ import pytest
 from remotecli.errors import VmError
 from remotecli.vmm.firecracker.backend import FirecrackerInstance
 from tests.leakcheck import LeakWatch, no_leaks
-from tests.vmm.firecracker.conftest import FcLab
+from tests.vmm.firecracker.lab import FcLab
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 #: (jailer, network) combinations, each started and destroyed this many times.

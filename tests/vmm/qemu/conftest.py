@@ -17,34 +17,26 @@ once (``golden``), snapshots it, and every test restores its own clones.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from remotecli.images.build import ensure_test_image
-from remotecli.images.store import Image
-from remotecli.images.vm import VmArtifacts, ensure_vm_artifacts
+from remotecli.images.vm import ensure_vm_artifacts
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer
 from remotecli.testbed.fake_clis.common import API_ENV
-from remotecli.vmm.base import InstanceSpec, Snapshot
-from remotecli.vmm.qemu.backend import QEMU, GuestForward, QemuBackend, QemuInstance
-from tests.vmm.lab import failed, teardown
+from remotecli.vmm.base import Snapshot
+from remotecli.vmm.qemu.backend import QEMU, GuestForward, QemuBackend
+from tests.vmm.lab import failed
+from tests.vmm.qemu.lab import QemuLab, VmImage
 
 
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"  # module-wide: the golden VM and its clones live in one event loop
-
-
-@dataclass(frozen=True)
-class VmImage:
-    image: Image
-    artifacts: VmArtifacts
 
 
 @pytest.fixture(scope="session")
@@ -61,58 +53,6 @@ def vm_image() -> VmImage:
 def oauth() -> Iterator[OAuthServer]:
     with OAuthServer(device_interval=0.2) as server:
         yield server
-
-
-def find_leftovers(instance_ids: list[str], ports: list[int]) -> list[str]:
-    """Processes naming an instance, and ports still listening (after destroy)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            found += [f"pid {entry.name}: {cmdline[:120]}" for i in instance_ids if i in cmdline]
-    listening = Path("/proc/net/tcp").read_text()
-    found += [
-        f"port {p} listens" for p in ports if f"0100007F:{p:04X} 00000000:0000 0A" in listening
-    ]
-    return found
-
-
-@dataclass
-class QemuLab:
-    backend: QemuBackend
-    image: Path
-    server: OAuthServer
-    created: list[QemuInstance] = field(default_factory=list)
-    ports: list[int] = field(default_factory=list)
-    #: Instance ids made inside the backend (the golden VM of create_snapshot).
-    others: list[str] = field(default_factory=list)
-
-    def spec(self, name: str, **kwargs: object) -> InstanceSpec:
-        return InstanceSpec(
-            image=self.image, instance_id=f"{name}-{secrets.token_hex(3)}",
-            agent_token=secrets.token_urlsafe(24), **kwargs,  # type: ignore[arg-type]
-        )  # fmt: skip
-
-    def track(self, instance: QemuInstance) -> QemuInstance:
-        self.created.append(instance)
-        return instance
-
-    async def restore(self, name: str, snapshot: Snapshot) -> QemuInstance:
-        clone = self.track(self.backend.restore(self.spec(name), snapshot))
-        await clone.start()
-        self.ports.append(clone.host_port)
-        await clone.wait_ready()
-        return clone
-
-    async def close(self, *, failed: bool, save_to: Path) -> list[str]:
-        problems = await teardown(self.created, failed=failed, save_to=save_to)
-        names = [i.name for i in self.created] + [f"remotecli-{i}" for i in self.others]
-        problems += find_leftovers(names, self.ports)
-        problems += [str(p) for p in self.backend.state_root.iterdir()]
-        return problems
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import stat
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,12 +17,12 @@ from remotecli.errors import NotReady, VmError
 from remotecli.validation.checklist import validate
 from remotecli.vmm import statedir
 from remotecli.vmm.agentclient import AgentClient, AgentRequestError
-from remotecli.vmm.base import Deadlines, InstanceSpec, Phase, Snapshot
+from remotecli.vmm.base import Deadlines, Phase, Snapshot
 from remotecli.vmm.endpoint import AgentEndpoint
-from remotecli.vmm.qemu.backend import QemuBackend, QemuInstance
+from remotecli.vmm.qemu.backend import QemuInstance
 from remotecli.vmm.restore import hostname_for
 from tests.vmm.lab import PROVIDERS, login_every_provider
-from tests.vmm.qemu.conftest import QemuLab, VmImage, find_leftovers
+from tests.vmm.qemu.lab import QemuLab, VmImage, backend_with, find_leftovers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 
@@ -134,31 +134,6 @@ async def test_destroy_is_idempotent_and_leaves_nothing(golden: Snapshot, qlab: 
 
 
 # -- faults ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Artifacts:
-    directory: Path
-    disk: Path
-    vmlinuz: Path
-    vmlinux: Path
-    initrd: Path
-    cmdline: str
-    kernel_version: str
-
-
-def backend_with(qlab: QemuLab, vm_image: VmImage, **changes: object) -> QemuBackend:
-    real = vm_image.artifacts
-    fake = replace(
-        Artifacts(real.directory, real.disk, real.vmlinuz, real.vmlinux, real.initrd,
-                  real.cmdline, real.kernel_version),
-        **changes,  # type: ignore[arg-type]
-    )  # fmt: skip
-
-    async def artifacts(spec: InstanceSpec) -> Artifacts:
-        return fake
-
-    return QemuBackend(qlab.backend.state_root, artifacts=artifacts)
 
 
 async def test_qemu_refusing_to_start_says_why_in_its_own_words(

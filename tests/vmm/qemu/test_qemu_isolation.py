@@ -46,8 +46,9 @@ from tests.security.probe import (
     run_claude,
     trap,
 )
+from tests.support import procfs
 from tests.vmm.lab import failed, teardown
-from tests.vmm.qemu.conftest import VmImage, find_leftovers
+from tests.vmm.qemu.lab import VmImage, find_leftovers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 
@@ -82,8 +83,9 @@ def netdev_of(instance: QemuInstance) -> str:
 
 def running_netdev(instance: QemuInstance) -> str:
     """The ``-netdev`` of the QEMU process that really runs."""
-    argv = Path(f"/proc/{instance.pid}/cmdline").read_bytes().decode().split("\0")
-    return argv[argv.index("-netdev") + 1]
+    process = procfs.read(instance.pid) if instance.pid is not None else None
+    assert process is not None, f"qemu (pid {instance.pid}) is gone"
+    return process.argv[process.argv.index("-netdev") + 1]
 
 
 def spec(rootfs: Path, env: dict[str, str]) -> InstanceSpec:

@@ -16,8 +16,7 @@ import pytest
 from remotecli.errors import VmError
 from remotecli.vmm.base import Snapshot
 from tests.leakcheck import no_leaks
-from tests.vmm.qemu.conftest import QemuLab, VmImage, find_leftovers
-from tests.vmm.qemu.test_qemu import backend_with
+from tests.vmm.qemu.lab import QemuLab, VmImage, backend_with, find_leftovers
 
 pytestmark = pytest.mark.anyio
 RESTORES = 3

@@ -1,7 +1,7 @@
-"""The real controller as an OS process of its own, so a test can SIGKILL, SIGSTOP or restart it.
+"""Rung 4 of the controller ladder: the controller as an OS process of its own.
 
-``ControllerProcess(settings, testbed_url)`` runs ``python -m
-tests.controller.proc_harness`` (uvicorn, the real database, the VM manager
+``ControllerProcess(settings, testbed_url)``, to SIGKILL, SIGSTOP or restart it, runs ``python -m
+tests.support.controller_process`` (uvicorn, the real database, the VM manager
 on the settings' backend, the login flow and the prompt service: what
 ``remotecli up`` runs minus the demo's in-process test bed, which would get a
 new address on every restart while the VMs that survive keep the old one).
@@ -28,25 +28,28 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Callable, Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from remotecli.controller.context import AppContext
 from remotecli.controller.db import engine as db
-from remotecli.controller.db.models import Credential
+from remotecli.controller.db.models import Credential, VmRole
 from remotecli.controller.fleet.store import instance_id_for
 from remotecli.controller.settings import Settings
 from remotecli.controller.vault import credentials
 from remotecli.controller.vault.cipher import Vault
+from remotecli.testbed import OAuthServer
 from remotecli.vmm import statedir
 from remotecli.vmm.base import Deadlines, Phase
-from tests.controller.auth_support import answer_for
-from tests.controller.harness import new_token
-from tests.controller.vm_harness import REPO, poll
+from tests.support.controller import FAST, Clients, ControllerApi
+from tests.support.poll import NotYet, eventually, eventually_async
+from tests.support.user import answer_for
 
+REPO = Path(__file__).resolve().parents[2]
 SETTINGS_ENV = "RCLI_TEST_PROC_SETTINGS"
 TESTBED_ENV = "RCLI_TEST_PROC_TESTBED"
 PORT_ENV = "RCLI_TEST_PROC_PORT"
@@ -74,7 +77,7 @@ def free_port() -> int:
         return port
 
 
-class ControllerProcess:
+class ControllerProcess(ControllerApi):
     """One controller at a time on a fixed port; ``start`` again after ``kill`` is a restart."""
 
     def __init__(self, settings: Settings, testbed_url: str) -> None:
@@ -84,8 +87,8 @@ class ControllerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
-        self._clients: list[httpx.Client] = []
-        self._tokens: dict[str, str] = {}
+        # Tokens are kept across restarts (they live in the database), clients are not.
+        self.clients = Clients(self.url, settings.state_dir)
 
     def __enter__(self) -> ControllerProcess:
         self.start()
@@ -126,7 +129,7 @@ class ControllerProcess:
         }
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.controller.proc_harness"],
+                [sys.executable, "-m", "tests.support.controller_process"],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         try:
@@ -137,25 +140,23 @@ class ControllerProcess:
             raise
 
     def _wait_healthy(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.url, timeout=5) as probe:
-            while True:
+
+            def healthy() -> bool:
                 if proc.poll() is not None:
-                    raise AssertionError(
+                    raise RuntimeError(
                         f"the controller exited ({proc.returncode}) while starting:\n"
                         + self.log_path.read_text(errors="replace")[-4000:]
                     )
-                try:
-                    if probe.get("/api/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"the controller did not answer /api/health within {timeout} s:\n"
-                        + self.log_path.read_text(errors="replace")[-4000:]
-                    )
-                time.sleep(0.05)
+                return probe.get("/api/health").status_code == 200
+
+            try:
+                eventually("/api/health", healthy, timeout, retry_on=(httpx.TransportError,))
+            except NotYet as exc:
+                raise AssertionError(
+                    f"the controller did not answer /api/health within {timeout} s:\n"
+                    + self.log_path.read_text(errors="replace")[-4000:]
+                ) from exc
 
     @property
     def pid(self) -> int:
@@ -170,7 +171,7 @@ class ControllerProcess:
         self.signal(signal.SIGKILL)
         assert self.proc is not None
         self.proc.wait(10)
-        self._close_clients()
+        self.clients.close()
 
     def stop(self, timeout: float = 30.0) -> None:
         """A clean stop (SIGTERM): the services end their logins and runs and destroy their VMs."""
@@ -188,70 +189,9 @@ class ControllerProcess:
                 + self.log_path.read_text(errors="replace")[-4000:]
             ) from None
         finally:
-            self._close_clients()
-
-    def _close_clients(self) -> None:
-        for client in self._clients:
-            client.close()
-        self._clients.clear()
+            self.clients.close()
 
     # -- talking to it -----------------------------------------------------------------
-
-    @property
-    def admin_token(self) -> str:
-        return (self.settings.state_dir / "admin.token").read_text().strip()
-
-    def client(self, who: str = "admin", timeout: float = 30.0) -> httpx.Client:
-        """A client with an ``admin``, ``service`` or ``user:<id>`` token (made once, kept
-        across restarts: tokens live in the database)."""
-        client = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.token(who)}"},
-            timeout=timeout,
-        )  # fmt: skip
-        self._clients.append(client)
-        return client
-
-    def token(self, who: str) -> str:
-        """The ``admin`` token, or a ``service`` / ``user:<id>`` one made at first use."""
-        if who == "admin":
-            return self.admin_token
-        if who not in self._tokens:
-            self._tokens[who] = new_token(self.client("admin"), who)
-        return self._tokens[who]
-
-    def session(self, client: httpx.Client, session_id: str) -> dict[str, Any]:
-        response = client.get(f"/api/auth/sessions/{session_id}")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def wait_phase(
-        self, client: httpx.Client, session_id: str, phases: set[str], timeout: float = 30.0
-    ) -> dict[str, Any]:
-        last: dict[str, Any] = {}
-
-        def reached() -> bool:
-            last.update(self.session(client, session_id))
-            return last["phase"] in phases
-
-        try:
-            poll(f"login {session_id} to reach {sorted(phases)}", reached, timeout)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; it last said: {last}") from None
-        return last
-
-    def login(self, web: httpx.Client, user_id: str, provider: str) -> dict[str, Any]:
-        """The whole login through the API: start, sign in at the test bed, paste, authenticated."""
-        started = web.post("/api/auth/start", json={"userId": user_id, "provider": provider})
-        assert started.status_code == 201, started.text
-        session: dict[str, Any] = started.json()
-        answer = answer_for(session)
-        if answer is not None:
-            pasted = web.post(f"/api/auth/sessions/{session['id']}/code", json=answer)
-            assert pasted.status_code == 200, pasted.text
-        ended = self.wait_phase(web, session["id"], {"authenticated", "failed", "cancelled"})
-        assert ended["phase"] == "authenticated", f"the login did not succeed: {ended}"
-        return ended
 
     def prompt(self, web: httpx.Client, user_id: str, text: str) -> dict[str, Any]:
         """POST /api/prompts for Claude; the ``done`` event (status, credentials version)."""
@@ -300,7 +240,7 @@ class ControllerProcess:
                     return True
             return False
 
-        poll("the CLI in the VM to rotate its refresh token", rotated, timeout)
+        eventually("the CLI in the VM to rotate its refresh token", rotated, timeout)
         return found[-1]
 
     def reconcile_reports(self) -> list[dict[str, Any]]:
@@ -367,7 +307,7 @@ class ControllerProcess:
             transport=httpx.HTTPTransport(uds=str(directory.socket)), base_url="http://agent",
             headers={"Authorization": f"Bearer {token}"}, timeout=30,
         )  # fmt: skip
-        self._clients.append(client)
+        self.clients.open.append(client)
         return client
 
 
@@ -388,13 +328,151 @@ def assert_no_orphans(ctl: ControllerProcess, admin: httpx.Client) -> None:
     assert strays == {}, f"agent instances no live VM row accounts for: {strays} (live VMs: {live})"
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not count)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
+# -- a controller that crashes (in a child process) ------------------------------------------
+
+CHILD_SETTINGS = "RCLI_TEST_CONTROLLER_SETTINGS"
+CHILD_LOGIN = "RCLI_TEST_AUTH_CHILD"
+Plan = Callable[[AppContext], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def _run_child(code: str, env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run ``code`` in a child python; the JSON of its last stdout line."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **env},
+    )  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise AssertionError(
+            f"the crashing controller failed (exit {done.returncode}):\n{done.stderr[-4000:]}"
+        )
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def crash_controller(settings: Settings, plan: str, timeout: float = 90.0) -> dict[str, Any]:
+    """Run a controller in a child process, carry out ``plan`` there, then ``os._exit``.
+
+    What a crash (OOM kill, power cut of the controller alone) leaves: VMs
+    running, rows saying what they were doing. Returns the plan's JSON.
+    """
+    code = f"from tests.support.controller_process import child_main; child_main({plan!r})"
+    return _run_child(code, {CHILD_SETTINGS: settings.model_dump_json()}, timeout)
+
+
+def child_main(plan: str) -> None:
+    settings = Settings.model_validate_json(os.environ[CHILD_SETTINGS])
+    asyncio.run(_child(settings, PLANS[plan]))
+
+
+async def _child(settings: Settings, plan: Plan) -> None:
+    from remotecli.controller.fleet.manager import start_service
+    from remotecli.server.app import create_app
+
+    start = partial(start_service, deadlines=FAST if settings.backend == "fake" else None)
+    app = create_app(settings, startup=[start])
+    async with app.router.lifespan_context(app):
+        result = await plan(app.state.context)
+        print(json.dumps(result), flush=True)
+        os._exit(0)  # no shutdown hooks, no cleanup: a crash
+
+
+async def _until(check: Callable[[], object], timeout: float = 30.0) -> None:
+    await eventually_async("the plan's condition", check, timeout)
+
+
+async def _add_user(context: AppContext, user_id: str) -> None:
+    from remotecli.controller.db.models import User
+
+    async with db.session_scope(context.sessions) as session:
+        session.add(User(id=user_id))
+
+
+async def _plan_mixed(context: AppContext) -> dict[str, Any]:
+    """A CLI VM, two auth VMs, a warm one, one mid-start and a stray instance."""
+    from remotecli.vmm.base import InstanceSpec
+    from remotecli.vmm.fake.backend import FakeBackend, FakeFault
+
+    manager = context.vms()
+    assert isinstance(manager.backend, FakeBackend)
+    await _add_user(context, "alice")
+    kept = await manager.cli_vm("alice")
+    vanishing = await manager.claim(VmRole.AUTH)
+    dying = await manager.claim(VmRole.AUTH)
+    await _until(lambda: manager._pool[VmRole.AUTH])
+    manager.backend.fail_next(FakeFault.NEVER_LISTENS)  # stays STARTING until the crash
+    # CLI: no pool for that role, so this one boots (the auth pool would serve it at once)
+    starting = asyncio.get_running_loop().create_task(manager.claim(VmRole.CLI))
+    await _until(lambda: manager._launching)
+    stray = FakeBackend(manager.backend.state_root).create(
+        InstanceSpec(image=Path("/"), instance_id="stray-1", agent_token="x" * 32)
+    )
+    await stray.start()
+    await stray.wait_ready()
+    assert not starting.done()
+    return {
+        "kept": kept.vm_id, "vanishing": vanishing.vm_id, "dying": dying.vm_id,
+        "dyingPid": getattr(dying.instance, "pid", None), "pooled": manager._pool[VmRole.AUTH][0],
+        "starting": next(iter(manager._launching)), "strayPid": stray.pid,
+    }  # fmt: skip
+
+
+async def _plan_nspawn(context: AppContext) -> dict[str, Any]:
+    """An auth VM from the pool, alice's CLI VM cold: which path each claim took."""
+    manager = context.vms()
+    await _add_user(context, "alice")
+    await _until(lambda: manager._pool[VmRole.AUTH])
+    warm = await manager.claim(VmRole.AUTH)
+    cold = await manager.cli_vm("alice")
+    return {"warm": warm.vm_id, "cold": cold.vm_id}
+
+
+PLANS: dict[str, Plan] = {"mixed": _plan_mixed, "nspawn": _plan_nspawn}
+
+
+def crash_during_login(settings: Settings, server: OAuthServer, provider: str) -> dict[str, Any]:
+    """Start a login in a child controller, then ``os._exit`` it while the login waits.
+
+    What a crash leaves: the auth VM running, the session row "awaiting_user".
+    Returns ``{"sessionId", "vmId", "phase"}`` as the child saw them.
+    """
+    code = "from tests.support.controller_process import login_child; login_child()"
+    payload = {
+        "settings": settings.model_dump(mode="json"),
+        "url": server.url,
+        "provider": provider,
+    }
+    return _run_child(code, {CHILD_LOGIN: json.dumps(payload)}, 90)
+
+
+def login_child() -> None:
+    payload = json.loads(os.environ[CHILD_LOGIN])
+    asyncio.run(_crash_login(Settings.model_validate(payload["settings"]), payload))
+
+
+async def _crash_login(settings: Settings, payload: dict[str, Any]) -> None:
+    from remotecli.controller.auth import flow as auth_flow
+    from remotecli.controller.auth.schemas import AuthStart
+    from remotecli.controller.db.models import TokenKind
+    from remotecli.controller.fleet import manager as vms
+    from remotecli.controller.security import Principal
+    from remotecli.server.app import create_app
+    from remotecli.testbed import TESTBED_URL_ENV
+
+    start_vms = partial(
+        vms.start_service, deadlines=FAST, agent_env={TESTBED_URL_ENV: payload["url"]}
+    )
+    app = create_app(settings, startup=[start_vms, auth_flow.start_service])
+    async with app.router.lifespan_context(app):
+        flows: auth_flow.AuthFlows = app.state.context.auth()
+        web = Principal(token_id="tok_child", kind=TokenKind.SERVICE, user_id=None)
+        body = AuthStart.model_validate({"userId": "u-1", "provider": payload["provider"]})
+        session = await flows.start(web, body)
+        print(
+            json.dumps({"sessionId": session.id, "vmId": session.vm_id, "phase": session.phase}),
+            flush=True,
+        )
+        os._exit(0)  # no shutdown hooks: a crash
 
 
 # -- the child process ----------------------------------------------------------------------
