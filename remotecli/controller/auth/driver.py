@@ -20,12 +20,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from remotecli.controller.auth.session import Live, SessionRows
+from remotecli.controller.auth.states import AuthPhase
 from remotecli.controller.auth.view import AGENT_PHASES
 from remotecli.controller.context import AppContext
 from remotecli.controller.db.engine import retry_unavailable, session_scope
-from remotecli.controller.db.models import AuthPhase, VmRole
 from remotecli.controller.errors import database_error
 from remotecli.controller.fleet.manager import VmHandle, VmManager
+from remotecli.controller.fleet.states import VmRole
 from remotecli.controller.vault import credentials
 from remotecli.errors import NotReady, RemoteCliError
 from remotecli.vmm.agentclient import AgentRequestError, AgentUnreachable
@@ -190,7 +191,7 @@ class LoginDriver:
                 return status
             row = await self.rows.load(live.id)
             phase = AGENT_PHASES.get(str(status.get("phase")))
-            if live.answering or row is None or phase is AuthPhase(row.phase):
+            if live.answering or row is None or phase is row.phase:
                 continue
             # Changed after the relay answered (e.g. a code refused late): read the
             # whole login, for the new URL and the reason, not just the phase.
@@ -266,7 +267,7 @@ class LoginDriver:
                         ours = ours.replace(tzinfo=theirs.tzinfo)
                     if theirs < ours:
                         fields["expires_at"] = theirs
-            if phase is AuthPhase(row.phase):
+            if phase is row.phase:
                 phase = None
             await self.rows.write(live.id, phase=phase, timings=timings, **fields)
 

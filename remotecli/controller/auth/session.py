@@ -17,9 +17,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from remotecli.controller.auth.view import check_transition
+from remotecli.controller.auth.states import AuthPhase
 from remotecli.controller.db.engine import session_scope
-from remotecli.controller.db.models import AuthPhase, AuthSession, utcnow
+from remotecli.controller.db.models import AuthSession, utcnow
 from remotecli.controller.fleet.manager import VmHandle
 
 
@@ -80,14 +80,13 @@ class SessionRows:
         timings: dict[str, Any] | None = None,
         **fields: Any,
     ) -> AuthSession:
-        """Change one row (phase checked against ``auth_view.NEXT``) and wake its followers."""
+        """Change one row (phase checked against ``AUTH_TRANSITIONS``) and wake its followers."""
         async with session_scope(self._factory) as session:
             row = await session.get(AuthSession, session_id, with_for_update=True)
             if row is None:
                 raise LookupError(f"auth session {session_id} vanished")
             if phase is not None:
-                check_transition(AuthPhase(row.phase), phase)
-                row.phase = phase.value
+                row.phase = row.phase.to(phase)
             for name, value in fields.items():
                 setattr(row, name, value)
             if timings:

@@ -20,7 +20,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from remotecli.controller.db.models import VmRole, VmState, utcnow
+from remotecli.controller.db.models import utcnow
+from remotecli.controller.fleet.states import VmRole, VmState
 from remotecli.vmm.readiness import HealthProbe, probe_health
 
 if TYPE_CHECKING:

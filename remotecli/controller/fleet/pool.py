@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from remotecli.controller.db.models import VmRole
+from remotecli.controller.fleet.states import VmRole
 from remotecli.errors import NotReady, RemoteCliError
 
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from remotecli.controller.db.models import Vm, VmRole, VmState, utcnow
+from remotecli.controller.db.models import Vm, utcnow
+from remotecli.controller.fleet.states import VmState
 from remotecli.controller.fleet.store import instance_id_for
 from remotecli.controller.vault.cipher import VaultError
 from remotecli.errors import RemoteCliError, VmError
@@ -103,7 +104,9 @@ class AdoptedInstance:
 
     async def destroy(self) -> None:
         await self.backend.reap(self.spec.instance_id)
-        self.state = InstanceState.STOPPED
+        self.state = self.state.to(
+            InstanceState.STOPPED, subject=f"instance {self.spec.instance_id}"
+        )
 
     def console_tail(self, max_chars: int = 4000) -> str:
         return readiness_mod.console_tail(self.console_path, max_chars)
@@ -171,7 +174,7 @@ async def _adopt(manager: VmManager, row: Vm, instance_id: str) -> VmHandle | st
     """A handle for a running VM, or why it cannot be adopted."""
     from remotecli.controller.fleet.manager import VmHandle  # the manager imports this module
 
-    state = VmState(row.state)
+    state = row.state
     if state not in (VmState.READY, VmState.CLAIMED):
         return f"it was {state.value} when the controller stopped"
     backend = manager.backend
@@ -182,7 +185,8 @@ async def _adopt(manager: VmManager, row: Vm, instance_id: str) -> VmHandle | st
     except VaultError as exc:
         return f"its agent token does not open ({exc.message})"
     spec = InstanceSpec(
-        image=manager.image_rootfs, instance_id=instance_id, agent_token=token, role=row.role,
+        image=manager.image_rootfs, instance_id=instance_id, agent_token=token,
+        role=row.role.value,
         agent_env=manager.agent_env, deadlines=manager.deadlines,
     )  # fmt: skip
     instance = AdoptedInstance(backend, spec, backend.state_root, readiness_of(row))
@@ -203,7 +207,7 @@ async def _adopt(manager: VmManager, row: Vm, instance_id: str) -> VmHandle | st
         last_used = last_used.replace(tzinfo=now_wall.tzinfo)
     ago = max(0.0, (now_wall - last_used).total_seconds())
     handle = VmHandle(
-        vm_id=row.id, role=VmRole(row.role), origin=row.origin, instance=instance,
+        vm_id=row.id, role=row.role, origin=row.origin, instance=instance,
         agent=AgentClient(instance.agent_endpoint, token), readiness=instance.readiness,
         user_id=row.user_id, state=state, last_used=now - ago,
         claimed_at=now - ago if state is VmState.CLAIMED else None,

@@ -29,18 +29,10 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from remotecli.controller.db.engine import retry_unavailable, session_scope
-from remotecli.controller.db.models import (
-    CredentialState,
-    PromptRun,
-    RunStatus,
-    User,
-    new_id,
-    utcnow,
-)
+from remotecli.controller.db.models import PromptRun, User, new_id, utcnow
 from remotecli.controller.errors import ApiError, NotFound, Unavailable, database_error
 from remotecli.controller.fleet.manager import VmHandle
 from remotecli.controller.prompts.outcome import (
@@ -53,9 +45,10 @@ from remotecli.controller.prompts.outcome import (
     login_again_message,
     public_error,
 )
+from remotecli.controller.prompts.states import RunStatus
 from remotecli.controller.vault import credentials, leases, sync
-from remotecli.controller.vault.credentials import CredentialKind
 from remotecli.controller.vault.leases import Claim
+from remotecli.controller.vault.states import CredentialKind, CredentialState
 from remotecli.errors import RemoteCliError
 from remotecli.vmm.agentclient import AgentClient, AgentRequestError, AgentUnreachable
 from remotecli.vmm.readiness import probe_health
@@ -147,7 +140,7 @@ class ActiveRun:
             record = await credentials.current(session, spec.user_id, spec.provider)
             check_usable(spec, record)
             assert record is not None
-            api_mode = record.kind == CredentialKind.API_KEY
+            api_mode = record.kind is CredentialKind.API_KEY
             if not api_mode:
                 # Cheap refusal before a VM is started for nothing; claim() decides for real.
                 holder = await leases.busy_run(session, spec.user_id, spec.provider)
@@ -207,7 +200,7 @@ class ActiveRun:
             session.add(
                 PromptRun(id=self.id, user_id=self.spec.user_id, provider=self.spec.provider,
                           vm_id=self._vm.vm_id, group_id=self.spec.group_id,
-                          status=RunStatus.RUNNING.value, created_at=utcnow())
+                          status=RunStatus.RUNNING, created_at=utcnow())
             )  # fmt: skip
         self._row_created = True
 
@@ -393,13 +386,13 @@ class ActiveRun:
     async def _complete_row(self, status: RunStatus, error: tuple[str, str] | None) -> None:
         out = self.outcome
         async with session_scope(self.service.context.sessions) as session:
-            await session.execute(
-                update(PromptRun).where(PromptRun.id == self.id).values(
-                    status=status.value, exit_code=out.exit_code,
-                    error_code=error[0] if error else None,
-                    error_message=error[1][:MAX_STORED_MESSAGE] if error else None,
-                    usage=out.usage,
-                    cost_usd=None if out.cost_usd is None else f"{out.cost_usd:.6f}",
-                    finished_at=utcnow(),
-                )
-            )  # fmt: skip
+            row = await session.get(PromptRun, self.id, with_for_update=True)
+            if row is None:
+                return  # deleted with its user meanwhile: nothing to complete
+            row.status = row.status.to(status, subject=f"prompt run {self.id}")
+            row.exit_code = out.exit_code
+            row.error_code = error[0] if error else None
+            row.error_message = error[1][:MAX_STORED_MESSAGE] if error else None
+            row.usage = out.usage
+            row.cost_usd = None if out.cost_usd is None else f"{out.cost_usd:.6f}"
+            row.finished_at = utcnow()
