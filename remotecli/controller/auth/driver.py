@@ -6,7 +6,7 @@ login ends, captures the credential files into the vault and destroys the
 VM. Every way out — success, the agent's failure, the deadline, a lost VM, a
 cancel, a bug — goes through ``finish``: it destroys the VM, records why and
 wakes the followers, exactly once. The code relay (step 11) is in
-``auth_flow.py``; it shares the ``Live`` state and its lock.
+``flow.py``; both go through ``Live``'s own methods (``session.py``), which take its lock.
 """
 
 from __future__ import annotations
@@ -250,8 +250,8 @@ class LoginDriver:
         else:
             phase = None  # endings are recorded by finish(), "authenticated" by the driver
         expires = agent.get("expiresAt")
-        async with live.lock:
-            if live.finished:
+        async with live.writing() as in_progress:
+            if not in_progress:
                 return
             row = await self.rows.load(live.id)
             if row is None:
@@ -325,10 +325,8 @@ class LoginDriver:
         The work runs in its own task, shielded: a cancel of the caller (a
         client hanging up, the service stopping) must not leave a VM behind.
         """
-        async with live.lock:
-            if live.finished:
-                return
-            live.finished = True
+        if not await live.finish():
+            return
         task = asyncio.create_task(self._teardown(live, phase, code, message, detail))
         self.endings.add(task)
         task.add_done_callback(self.endings.discard)

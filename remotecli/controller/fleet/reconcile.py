@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from remotecli.controller.db.models import Vm, utcnow
+from remotecli.controller.fleet.lifecycle import VmHandle
 from remotecli.controller.fleet.states import VmState
-from remotecli.controller.fleet.store import instance_id_for
+from remotecli.controller.fleet.store import VmStore, instance_id_for
 from remotecli.controller.vault.cipher import VaultError
 from remotecli.errors import RemoteCliError, VmError
 from remotecli.vmm import readiness as readiness_mod
@@ -32,6 +34,7 @@ from remotecli.vmm import statedir
 from remotecli.vmm.agentclient import AgentClient
 from remotecli.vmm.base import (
     Backend,
+    Deadlines,
     InstanceSpec,
     InstanceState,
     Phase,
@@ -39,9 +42,6 @@ from remotecli.vmm.base import (
     UnitState,
 )
 from remotecli.vmm.endpoint import AgentEndpoint
-
-if TYPE_CHECKING:
-    from remotecli.controller.fleet.manager import VmHandle, VmManager
 
 log = logging.getLogger("remotecli.controller.fleet.reconcile")
 
@@ -61,6 +61,31 @@ class ReconcileReport:
     def to_dict(self) -> dict[str, Any]:
         return {"adopted": self.adopted, "stopped": self.stopped, "reaped": self.reaped,
                 "errors": self.errors}  # fmt: skip
+
+
+class Fleet(Protocol):
+    """What reconciliation reads from the fleet (``VmManager``) and the one thing it does:
+    ``register`` an adopted VM's handle."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def store(self) -> VmStore: ...
+
+    @property
+    def stale_backends(self) -> tuple[Backend, ...]: ...
+
+    @property
+    def image_rootfs(self) -> Path: ...
+
+    @property
+    def agent_env(self) -> Mapping[str, str]: ...
+
+    @property
+    def deadlines(self) -> Deadlines: ...
+
+    def register(self, handle: VmHandle) -> None: ...
 
 
 @runtime_checkable
@@ -127,7 +152,7 @@ def readiness_of(row: Vm) -> Readiness:
     )
 
 
-async def reconcile(manager: VmManager) -> ReconcileReport:
+async def reconcile(manager: Fleet) -> ReconcileReport:
     report = ReconcileReport()
     backend = manager.backend
     running = set(await backend.list_running())
@@ -170,10 +195,8 @@ async def _reap(backend: Backend, instance_id: str, report: ReconcileReport) -> 
         report.reaped.append(instance_id)
 
 
-async def _adopt(manager: VmManager, row: Vm, instance_id: str) -> VmHandle | str:
+async def _adopt(manager: Fleet, row: Vm, instance_id: str) -> VmHandle | str:
     """A handle for a running VM, or why it cannot be adopted."""
-    from remotecli.controller.fleet.manager import VmHandle  # the manager imports this module
-
     state = row.state
     if state not in (VmState.READY, VmState.CLAIMED):
         return f"it was {state.value} when the controller stopped"

@@ -27,10 +27,11 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from remotecli.controller.context import AppContext
 from remotecli.controller.db.engine import retry_unavailable, session_scope
 from remotecli.controller.db.models import PromptRun, User, new_id, utcnow
 from remotecli.controller.errors import ApiError, NotFound, Unavailable, database_error
@@ -53,9 +54,6 @@ from remotecli.errors import RemoteCliError
 from remotecli.vmm.agentclient import AgentClient, AgentRequestError, AgentUnreachable
 from remotecli.vmm.readiness import probe_health
 
-if TYPE_CHECKING:
-    from remotecli.controller.prompts.service import PromptService
-
 log = logging.getLogger("remotecli.controller.prompts.service")
 
 #: After a cancel, how long the agent gets to stop the CLI and say so.
@@ -70,10 +68,36 @@ LOST_PROBE_SECONDS = 2.0
 Emit = Callable[[str, dict[str, Any]], None]
 
 
+class RunFleet(Protocol):
+    """The VMs a run reaches besides its own (``VmManager``)."""
+
+    def get(self, vm_id: str) -> VmHandle | None: ...
+
+    def destroy_soon(
+        self, handle: VmHandle, reason: str, *, error: dict[str, Any] | None = None,
+        cause: str | None = None,
+    ) -> asyncio.Task[None]: ...  # fmt: skip
+
+
+class RunHost(Protocol):
+    """What a run needs from whoever runs it (``PromptService``): the context, the user's
+    CLI VM counted as in use until ``done_with_vm``, the fleet and the metrics."""
+
+    @property
+    def context(self) -> AppContext: ...
+
+    @property
+    def vms(self) -> RunFleet: ...
+
+    async def use_vm(self, user_id: str) -> VmHandle: ...
+
+    def done_with_vm(self, vm_id: str) -> None: ...
+
+    def record_metrics(self, provider: str, status: str, seconds: float) -> None: ...
+
+
 class ActiveRun:
-    def __init__(
-        self, service: PromptService, spec: RunSpec, emit: Emit, *, report_setup: bool
-    ) -> None:
+    def __init__(self, service: RunHost, spec: RunSpec, emit: Emit, *, report_setup: bool) -> None:
         self.service = service
         self.spec = spec
         self.emit = emit
