@@ -36,6 +36,7 @@ from remotecli.controller.db.engine import retry_unavailable, session_scope
 from remotecli.controller.db.models import PromptRun, User, new_id, utcnow
 from remotecli.controller.errors import ApiError, NotFound, Unavailable, database_error
 from remotecli.controller.fleet.manager import VmHandle
+from remotecli.controller.fleet.monitor import Destroyer
 from remotecli.controller.prompts.outcome import (
     AgentFailed,
     Outcome,
@@ -68,15 +69,11 @@ LOST_PROBE_SECONDS = 2.0
 Emit = Callable[[str, dict[str, Any]], None]
 
 
-class RunFleet(Protocol):
-    """The VMs a run reaches besides its own (``VmManager``)."""
+class RunFleet(Destroyer, Protocol):
+    """The VMs a run reaches besides its own (``VmManager``): the previous holder of the
+    credentials (``get``), and its own VM destroyed when its agent died."""
 
     def get(self, vm_id: str) -> VmHandle | None: ...
-
-    def destroy_soon(
-        self, handle: VmHandle, reason: str, *, error: dict[str, Any] | None = None,
-        cause: str | None = None,
-    ) -> asyncio.Task[None]: ...  # fmt: skip
 
 
 class RunHost(Protocol):
