@@ -16,18 +16,17 @@ docstring draws its part of the tree too::
     │   │                           console tail, agent unit state, a hint
     │   ├── QmpError                (vmm/qemu/qmp.py) QEMU refused a command
     │   ├── FirecrackerApiError     (vmm/firecracker/api.py) Firecracker refused a request
-    │   ├── HandshakeError          (vmm/endpoint.py) the vsock CONNECT was refused
-    │   │                           (an OSError too: a failed connect)
-    │   └── VmStateError            (controller/fleet/store.py) a VM row's state change
-    │                               the life cycle does not have
+    │   └── HandshakeError          (vmm/endpoint.py) the vsock CONNECT was refused
+    │                               (an OSError too: a failed connect)
     ├── AgentUnreachable            (vmm/agentclient.py) the VM's agent did not answer
     ├── AgentRequestError           (vmm/agentclient.py) it answered with an error
     ├── VaultError                  (controller/vault/cipher.py) a key is missing or
     │                               wrong, a record does not open
     ├── CaptureError                (controller/vault/credentials.py) a login's
     │                               credential files cannot be stored
-    ├── BadTransition               (controller/auth/view.py) a login session moved
-    │                               along a path the flow does not have (a bug)
+    ├── IllegalTransition           (states.py) a state change its enum's table does not
+    │   │                           have (a bug, or two writers racing): old and new
+    │   └── VmStateError            (controller/fleet/states.py) a VM row's; also a VmError
     ├── UnsafeSettings              (controller/settings.py) a development default in
     │                               production (a ValueError too: pydantic's rule)
     ├── ApiError                    (controller/errors.py) the API's own errors, one

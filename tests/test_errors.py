@@ -21,7 +21,6 @@ import remotecli
 from remotecli import errors
 from remotecli.controller.api.status import status_for
 from remotecli.controller.auth.checks import relay_error, start_failed
-from remotecli.controller.auth.view import BadTransition
 from remotecli.controller.db.models import AuthSession
 from remotecli.controller.errors import (
     BadGateway,
@@ -34,6 +33,7 @@ from remotecli.controller.errors import (
 from remotecli.controller.settings import UnsafeSettings
 from remotecli.errors import RemoteCliError
 from remotecli.providers.base import ProviderError
+from remotecli.states import IllegalTransition
 from remotecli.vmm.agentclient import AgentRequestError, AgentUnreachable
 from remotecli.vmm.endpoint import HandshakeError
 
@@ -160,7 +160,7 @@ def test_every_error_has_a_status_from_the_table_alone() -> None:
         (errors.CommandFailed, 500),
         (errors.RemoteCliError, 500),
         (HandshakeError, 500),
-        (BadTransition, 500),
+        (IllegalTransition, 500),
         (UnsafeSettings, 500),
     ],
 )
@@ -174,10 +174,10 @@ def test_an_agent_cannot_choose_the_controllers_status() -> None:
 
 
 def test_the_former_stdlib_errors_are_in_the_tree() -> None:
-    for cls in (BadTransition, UnsafeSettings, HandshakeError):
+    for cls in (IllegalTransition, UnsafeSettings, HandshakeError):
         assert issubclass(cls, RemoteCliError), cls
     # Kept where something relies on it: pydantic wraps only a ValueError, a connect an OSError;
-    # nothing caught BadTransition as the RuntimeError it was.
+    # nothing caught the auth flow's BadTransition (now IllegalTransition) as a RuntimeError.
     assert issubclass(UnsafeSettings, ValueError)
     assert issubclass(HandshakeError, OSError)
     # The providers' tree runs inside the VM (stdlib only): its own, drawn beside its classes.

@@ -10,13 +10,12 @@ from rich.markup import escape
 
 from remotecli.commands.api import Api, ApiError
 from remotecli.commands.options import Token, Url
+from remotecli.controller.auth.states import AuthPhase
 
 app = typer.Typer(
     help="Connect a user's CLI account (OAuth login or API key).", no_args_is_help=True
 )
 console = Console(stderr=True)
-
-ENDED = ("authenticated", "failed", "cancelled", "expired")
 
 
 @app.command("start")
@@ -38,8 +37,8 @@ def start(
         session = api.call("POST", "/api/auth/start", json=body)
     sid = session["id"]
     _show(session)
-    while session["phase"] not in ENDED:
-        if session.get("phase") == "awaiting_user" and session.get("mode") != "device_code":
+    while not AuthPhase(session["phase"]).ended:
+        if _phase(session) is AuthPhase.AWAITING_USER and session.get("mode") != "device_code":
             answer = typer.prompt(
                 "Paste the address-bar URL" if session["mode"] == "localhost_callback"
                 else "Paste the code"
@@ -51,11 +50,17 @@ def start(
             except ApiError as exc:
                 console.print(f"[red]{escape(exc.code)}[/red]: {escape(exc.message)}")
         session = _follow(api, sid)
-    if session["phase"] != "authenticated":
+    if AuthPhase(session["phase"]) is not AuthPhase.AUTHENTICATED:
         error = session.get("error") or {}
         console.print(f"[red]login {session['phase']}[/red]: {escape(str(error.get('message')))}")
         raise typer.Exit(1)
     console.print(f"[green]connected[/green] {provider} for {user}")
+
+
+def _phase(session: dict[str, Any]) -> AuthPhase | None:
+    """The phase the API sent, if it sent one."""
+    phase = session.get("phase")
+    return AuthPhase(phase) if phase is not None else None
 
 
 def _show(session: dict[str, Any]) -> None:
@@ -75,7 +80,8 @@ def _follow(api: Api, sid: str) -> dict[str, Any]:
     last: dict[str, Any] = api.call("GET", f"/api/auth/sessions/{sid}")
     with console.status(f"{last['phase']} ..."):
         for _, data in api.events("GET", f"/api/auth/sessions/{sid}/events"):
-            if data.get("phase") != last.get("phase") or data.get("phase") in ENDED:
+            phase = _phase(data)
+            if phase is not _phase(last) or (phase is not None and phase.ended):
                 if data.get("loginUrl") and data.get("loginUrl") != last.get("loginUrl"):
                     _show(data)
                 return data

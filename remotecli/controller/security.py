@@ -62,7 +62,7 @@ async def create_token(
         raise ValueError("a user token needs a user")
     token = new_token(kind)
     row = ApiToken(
-        token_hash=hash_token(token), prefix=token[:16], kind=kind.value, user_id=user_id, name=name
+        token_hash=hash_token(token), prefix=token[:16], kind=kind, user_id=user_id, name=name
     )
     session.add(row)
     await session.flush()
@@ -95,4 +95,4 @@ async def authenticate_token(session: AsyncSession, token: str) -> Principal:
     if row is None or row.revoked_at is not None:
         raise Unauthorized("this API token is not valid (unknown or revoked)", code="invalid_token")
     row.last_used_at = utcnow()
-    return Principal(token_id=row.id, kind=TokenKind(row.kind), user_id=row.user_id)
+    return Principal(token_id=row.id, kind=row.kind, user_id=row.user_id)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from remotecli.states import State, transitions
+
 if TYPE_CHECKING:
     from remotecli.vmm.endpoint import AgentEndpoint
 
@@ -193,12 +195,32 @@ class VmArtifacts(Protocol):
 ArtifactsFor = Callable[[InstanceSpec], Awaitable[VmArtifacts]]
 
 
-class InstanceState(enum.StrEnum):
+class InstanceState(State):
     CREATED = "created"
     STARTING = "starting"
     READY = "ready"
     FAILED = "failed"
     STOPPED = "stopped"
+
+
+#: ``vmm/lifecycle.py`` makes every move: a start counts as FAILED from ``begin_start``
+#: until its process runs (then STARTING), a half-done start is destroyed (STOPPED) and
+#: then marked FAILED, and ``destroy`` (idempotent) ends in STOPPED from anywhere.
+INSTANCE_TRANSITIONS = transitions(
+    InstanceState,
+    {
+        InstanceState.CREATED: {
+            InstanceState.FAILED,
+            InstanceState.STARTING,
+            InstanceState.STOPPED,
+        },
+        InstanceState.FAILED: {InstanceState.STARTING, InstanceState.STOPPED},
+        InstanceState.STARTING: {InstanceState.READY, InstanceState.FAILED, InstanceState.STOPPED},
+        InstanceState.READY: {InstanceState.STOPPED},
+        InstanceState.STOPPED: {InstanceState.FAILED},
+    },
+    subject="instance",
+)
 
 
 class Instance(Protocol):

@@ -6,6 +6,7 @@ between a cold boot's readiness and a restore's, and the verification that
 nothing is left behind mean the same on nspawn, fake, QEMU and Firecracker:
 
 - ``adopted``: the spec and meta of an instance found without a handle (``reap``);
+- ``move``: a state change, checked against ``base.INSTANCE_TRANSITIONS``;
 - ``begin_start`` / ``abandon_start``: a second start refused; a half-done
   start destroyed, with the evidence gathered before destroy removes it;
 - ``wait_ready``: ``restore.wait_restored`` for a clone, ``readiness.wait_ready``
@@ -61,11 +62,16 @@ def adopted(state_root: Path, instance_id: str) -> tuple[InstanceSpec, dict[str,
     return InstanceSpec(image=image, instance_id=instance_id, agent_token=""), meta
 
 
+def move(instance: Tracked, state: InstanceState) -> None:
+    """Change ``instance``'s state along ``INSTANCE_TRANSITIONS`` (``IllegalTransition`` if not)."""
+    instance.state = instance.state.to(state, subject=f"instance {instance.spec.instance_id}")
+
+
 def begin_start(instance: Tracked) -> None:
     """Refuse a second start; the instance counts as FAILED until its process runs."""
     if instance.state is not InstanceState.CREATED:
         raise VmError(f"instance {instance.spec.instance_id} was already started")
-    instance.state = InstanceState.FAILED
+    move(instance, InstanceState.FAILED)
 
 
 async def abandon_start(instance: Tracked, exc: BaseException, evidence: Callable[[], str]) -> str:
@@ -75,7 +81,7 @@ async def abandon_start(instance: Tracked, exc: BaseException, evidence: Callabl
     found = evidence() if isinstance(exc, VmError) and not isinstance(exc, NotReady) else ""
     with contextlib.suppress(VmError):
         await instance.destroy()
-    instance.state = InstanceState.FAILED
+    move(instance, InstanceState.FAILED)
     return found
 
 
@@ -103,9 +109,9 @@ async def wait_ready(
                 skipped=skipped, readiness=instance.readiness,
             )  # fmt: skip
     except BaseException:
-        instance.state = InstanceState.FAILED
+        move(instance, InstanceState.FAILED)
         raise
-    instance.state = InstanceState.READY
+    move(instance, InstanceState.READY)
     return instance.readiness
 
 
@@ -121,7 +127,7 @@ def leftovers(what: str, process: VmmProcess, directory: Path) -> list[str]:
 
 def stopped(instance: Tracked, backend: str, problems: list[str]) -> None:
     """The end of every destroy: STOPPED, and a ``VmError`` naming whatever is left."""
-    instance.state = InstanceState.STOPPED
+    move(instance, InstanceState.STOPPED)
     if problems:
         raise VmError(
             f"destroying {backend} instance {instance.spec.instance_id} left things behind:\n  "

@@ -20,7 +20,8 @@ from remotecli.controller.db import engine as db
 from remotecli.controller.db.models import Credential, CredentialState, User, utcnow
 from remotecli.controller.vault import credentials
 from remotecli.controller.vault.cipher import Vault, VaultError
-from remotecli.controller.vault.credentials import CaptureError, CredentialKind, StoredFile
+from remotecli.controller.vault.credentials import CaptureError, StoredFile
+from remotecli.controller.vault.states import CredentialKind
 
 pytestmark = pytest.mark.anyio
 

@@ -173,7 +173,7 @@ async def _bootstrap_admin(context: AppContext) -> None:
         return
     async with db.session_scope(context.sessions) as session:
         exists = await session.execute(
-            select(ApiToken.id).where(ApiToken.kind == TokenKind.ADMIN.value).limit(1)
+            select(ApiToken.id).where(ApiToken.kind == TokenKind.ADMIN).limit(1)
         )
         if exists.first() is not None:
             return

@@ -31,7 +31,7 @@ from remotecli.controller.errors import (
     Unavailable,
     Unprocessable,
 )
-from remotecli.controller.fleet.store import VmStateError
+from remotecli.controller.fleet.states import VmStateError
 from remotecli.controller.vault.cipher import VaultError
 from remotecli.errors import (
     BackendUnavailable,

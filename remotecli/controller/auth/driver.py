@@ -6,7 +6,7 @@ login ends, captures the credential files into the vault and destroys the
 VM. Every way out — success, the agent's failure, the deadline, a lost VM, a
 cancel, a bug — goes through ``finish``: it destroys the VM, records why and
 wakes the followers, exactly once. The code relay (step 11) is in
-``auth_flow.py``; it shares the ``Live`` state and its lock.
+``flow.py``; both go through ``Live``'s own methods (``session.py``), which take its lock.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from remotecli.controller.auth.session import Live, SessionRows
+from remotecli.controller.auth.states import AuthPhase
 from remotecli.controller.auth.view import AGENT_PHASES
 from remotecli.controller.context import AppContext
 from remotecli.controller.db.engine import retry_unavailable, session_scope
-from remotecli.controller.db.models import AuthPhase, VmRole
 from remotecli.controller.errors import database_error
 from remotecli.controller.fleet.manager import VmHandle, VmManager
+from remotecli.controller.fleet.states import VmRole
 from remotecli.controller.vault import credentials
 from remotecli.errors import NotReady, RemoteCliError
 from remotecli.vmm.agentclient import AgentRequestError, AgentUnreachable
@@ -190,7 +191,7 @@ class LoginDriver:
                 return status
             row = await self.rows.load(live.id)
             phase = AGENT_PHASES.get(str(status.get("phase")))
-            if live.answering or row is None or phase is AuthPhase(row.phase):
+            if live.answering or row is None or phase is row.phase:
                 continue
             # Changed after the relay answered (e.g. a code refused late): read the
             # whole login, for the new URL and the reason, not just the phase.
@@ -249,8 +250,8 @@ class LoginDriver:
         else:
             phase = None  # endings are recorded by finish(), "authenticated" by the driver
         expires = agent.get("expiresAt")
-        async with live.lock:
-            if live.finished:
+        async with live.writing() as in_progress:
+            if not in_progress:
                 return
             row = await self.rows.load(live.id)
             if row is None:
@@ -266,7 +267,7 @@ class LoginDriver:
                         ours = ours.replace(tzinfo=theirs.tzinfo)
                     if theirs < ours:
                         fields["expires_at"] = theirs
-            if phase is AuthPhase(row.phase):
+            if phase is row.phase:
                 phase = None
             await self.rows.write(live.id, phase=phase, timings=timings, **fields)
 
@@ -324,10 +325,8 @@ class LoginDriver:
         The work runs in its own task, shielded: a cancel of the caller (a
         client hanging up, the service stopping) must not leave a VM behind.
         """
-        async with live.lock:
-            if live.finished:
-                return
-            live.finished = True
+        if not await live.finish():
+            return
         task = asyncio.create_task(self._teardown(live, phase, code, message, detail))
         self.endings.add(task)
         task.add_done_callback(self.endings.discard)

@@ -41,10 +41,11 @@ from remotecli.controller.auth.checks import (
 from remotecli.controller.auth.driver import HTTP_SLACK_SECONDS, LoginDriver
 from remotecli.controller.auth.schemas import AuthSessionOut, AuthStart, CodeSubmit
 from remotecli.controller.auth.session import Live, SessionRows
+from remotecli.controller.auth.states import AuthPhase
 from remotecli.controller.auth.view import session_out
 from remotecli.controller.context import AppContext
 from remotecli.controller.db.engine import session_scope
-from remotecli.controller.db.models import AuthPhase, AuthSession, TokenKind, User, utcnow
+from remotecli.controller.db.models import AuthSession, TokenKind, User, utcnow
 from remotecli.controller.errors import BadGateway, BadRequest, Conflict, NotFound
 from remotecli.controller.fleet.manager import VmManager
 from remotecli.controller.security import Principal
@@ -98,7 +99,7 @@ class AuthFlows:
             user_id=body.user_id,
             provider=provider.name,
             mode=mode.value,
-            phase=AuthPhase.CLAIMING_VM.value,
+            phase=AuthPhase.CLAIMING_VM,
             timings={},
             expires_at=utcnow() + timedelta(seconds=seconds),
         )
@@ -109,7 +110,7 @@ class AuthFlows:
         # The task goes on if this request is dropped; the caller can follow the id.
         await live.started.wait()
         current = await self._row(row.id)
-        if current.phase == AuthPhase.FAILED:
+        if current.phase is AuthPhase.FAILED:
             raise start_failed(current)
         return session_out(current)
 
@@ -125,7 +126,7 @@ class AuthFlows:
                 user_id=user_id,
                 provider=provider,
                 mode=LoginMode.API_KEY.value,
-                phase=AuthPhase.AUTHENTICATED.value,
+                phase=AuthPhase.AUTHENTICATED,
                 timings={"endedMs": ms},
                 created_at=now,
                 updated_at=now,
@@ -180,7 +181,7 @@ class AuthFlows:
             if data != last:
                 yield encode("session", data)
                 last, sent_at = data, time.monotonic()
-            if AuthPhase(row.phase).ended:
+            if row.phase.ended:
                 return
             # The heartbeat counts from the last bytes sent, not from the last
             # wake-up: writes that change nothing visible must not starve it.
@@ -245,7 +246,7 @@ class AuthFlows:
         return session_out(await self._row(live.id))
 
     def _ready_for_answer(self, row: AuthSession) -> Live:
-        phase = AuthPhase(row.phase)
+        phase = row.phase
         live = self.live.get(row.id)
         if phase.ended or live is None or live.finished:
             raise Conflict(
@@ -270,7 +271,7 @@ class AuthFlows:
 
     async def cancel(self, caller: Principal, session_id: str) -> AuthSessionOut:
         row = await self._authorized(caller, session_id)
-        phase = AuthPhase(row.phase)
+        phase = row.phase
         live = self.live.get(session_id)
         if phase is AuthPhase.CANCELLED:
             return session_out(row)  # cancelling twice is fine
@@ -294,7 +295,7 @@ class AuthFlows:
         else:
             await self._cancel_live(live, "cancelled", "cancelled by request")
         row = await self._row(session_id)
-        if AuthPhase(row.phase) is not AuthPhase.CANCELLED:
+        if row.phase is not AuthPhase.CANCELLED:
             raise Conflict(
                 f"this login ended ({row.phase}) before it could be cancelled", code="session_ended"
             )
@@ -317,7 +318,7 @@ class AuthFlows:
             rows = (
                 await session.execute(
                     select(AuthSession).where(
-                        AuthSession.phase.not_in([p.value for p in AuthPhase if p.ended])
+                        AuthSession.phase.not_in([p for p in AuthPhase if p.ended])
                     )
                 )
             ).scalars()

@@ -4,22 +4,25 @@
 and wakes whoever follows a session (the SSE streams) after every change.
 ``Live`` is what only the running controller has: the claimed VM, the
 agent's session id, the task that drives the login, and the events the
-start request and the code relay wait on.
+start request and the code relay wait on. It owns its lock: the driver and
+the code relay ask it (``writing``, ``finish``) instead of taking it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from remotecli.controller.auth.view import check_transition
+from remotecli.controller.auth.states import AuthPhase
 from remotecli.controller.db.engine import session_scope
-from remotecli.controller.db.models import AuthPhase, AuthSession, utcnow
+from remotecli.controller.db.models import AuthSession, utcnow
 from remotecli.controller.fleet.manager import VmHandle
 
 
@@ -40,12 +43,33 @@ class Live:
     capturing: bool = False
     #: A pasted answer is being relayed; a second one must wait for its verdict.
     answering: bool = False
-    #: Someone is ending the session; no other write may change it any more.
-    finished: bool = False
     #: The start request may answer: the URL is known, or the session ended.
     started: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Someone is ending the session; no other write may change it any more.
+    _finished: bool = field(default=False, init=False)
+    #: Held by every write of the row while it is in progress, and by ``finish``.
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[bool]:
+        """Hold the session while its row is written; yields False once it is ending (then
+        write nothing: the end is recorded by whoever called ``finish``)."""
+        async with self._lock:
+            yield not self._finished
+
+    async def finish(self) -> bool:
+        """Mark the session ending; True for the first caller only, who then ends it.
+        Waits for a write in progress (``writing``) to be done."""
+        async with self._lock:
+            if self._finished:
+                return False
+            self._finished = True
+            return True
 
     def ms(self) -> float:
         """Milliseconds since the click."""
@@ -80,14 +104,13 @@ class SessionRows:
         timings: dict[str, Any] | None = None,
         **fields: Any,
     ) -> AuthSession:
-        """Change one row (phase checked against ``auth_view.NEXT``) and wake its followers."""
+        """Change one row (phase checked against ``AUTH_TRANSITIONS``) and wake its followers."""
         async with session_scope(self._factory) as session:
             row = await session.get(AuthSession, session_id, with_for_update=True)
             if row is None:
                 raise LookupError(f"auth session {session_id} vanished")
             if phase is not None:
-                check_transition(AuthPhase(row.phase), phase)
-                row.phase = phase.value
+                row.phase = row.phase.to(phase)
             for name, value in fields.items():
                 setattr(row, name, value)
             if timings:
@@ -106,8 +129,8 @@ class SessionRows:
         **fields: Any,
     ) -> bool:
         """Like ``write`` for a session still in progress; False (nothing written) once it ends."""
-        async with live.lock:
-            if live.finished:
+        async with live.writing() as in_progress:
+            if not in_progress:
                 return False
             await self.write(live.id, phase=phase, timings=timings, **fields)
             return True

@@ -1,10 +1,8 @@
-"""The login session's states and how a session row is shown (pure; no IO).
+"""How a session row is shown (pure; no IO), and the agent's phases in ours.
 
-``AuthPhase`` (models.py) moves only along ``NEXT``; every other change is a
-bug and raises ``BadTransition`` (a ``RemoteCliError``, in the tree drawn in
-``remotecli/errors.py``). The agent's own login phases map onto ours with
-``AGENT_PHASES``; the agent's "authenticated" becomes our "capturing" until
-the files are in the vault.
+``AuthPhase`` and its moves live in ``states.py``. The agent's own login
+phases map onto ours with ``AGENT_PHASES``; the agent's "authenticated"
+becomes our "capturing" until the files are in the vault.
 """
 
 from __future__ import annotations
@@ -12,22 +10,9 @@ from __future__ import annotations
 from typing import Literal
 
 from remotecli.controller.auth.schemas import AuthSessionOut, SessionError
-from remotecli.controller.db.models import AuthPhase, AuthSession
-from remotecli.errors import RemoteCliError
+from remotecli.controller.auth.states import AuthPhase
+from remotecli.controller.db.models import AuthSession
 from remotecli.providers.base import LoginMode
-
-_ENDINGS = frozenset({AuthPhase.FAILED, AuthPhase.CANCELLED, AuthPhase.EXPIRED})
-NEXT: dict[AuthPhase, frozenset[AuthPhase]] = {
-    AuthPhase.CLAIMING_VM: frozenset({AuthPhase.STARTING_LOGIN}) | _ENDINGS,
-    AuthPhase.STARTING_LOGIN: frozenset({AuthPhase.AWAITING_USER, AuthPhase.CAPTURING}) | _ENDINGS,
-    AuthPhase.AWAITING_USER: frozenset({AuthPhase.VERIFYING, AuthPhase.CAPTURING}) | _ENDINGS,
-    AuthPhase.VERIFYING: frozenset({AuthPhase.AWAITING_USER, AuthPhase.CAPTURING}) | _ENDINGS,
-    AuthPhase.CAPTURING: frozenset({AuthPhase.AUTHENTICATED}) | _ENDINGS,
-    AuthPhase.AUTHENTICATED: frozenset(),
-    AuthPhase.FAILED: frozenset(),
-    AuthPhase.CANCELLED: frozenset(),
-    AuthPhase.EXPIRED: frozenset(),
-}
 
 #: The agent's login phase (agent/logins.py) → ours.
 AGENT_PHASES: dict[str, AuthPhase] = {
@@ -39,17 +24,6 @@ AGENT_PHASES: dict[str, AuthPhase] = {
     "cancelled": AuthPhase.CANCELLED,
     "expired": AuthPhase.EXPIRED,
 }
-
-
-class BadTransition(RemoteCliError):
-    """A bug: some code tried to move a session along a path the flow does not have."""
-
-    code = "bad_transition"
-
-
-def check_transition(old: AuthPhase, new: AuthPhase) -> None:
-    if new is not old and new not in NEXT[old]:
-        raise BadTransition(f"auth session cannot go from {old.value} to {new.value}")
 
 
 def expects(mode: str, phase: AuthPhase) -> Literal["code", "callbackUrl"] | None:
@@ -64,7 +38,7 @@ def expects(mode: str, phase: AuthPhase) -> Literal["code", "callbackUrl"] | Non
 
 
 def session_out(row: AuthSession) -> AuthSessionOut:
-    phase = AuthPhase(row.phase)
+    phase = row.phase
     error = None
     if row.error_code is not None:
         error = SessionError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import secrets
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -24,9 +24,24 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# The state enums live in their wings, each beside its transition table.
+from remotecli.controller.auth.states import AuthPhase
+from remotecli.controller.fleet.states import VmRole, VmState
+from remotecli.controller.prompts.states import RunStatus
+from remotecli.controller.vault.states import CredentialKind, CredentialState
+
+__all__ = [
+    "ApiToken", "AuthPhase", "AuthSession", "Base", "Credential", "CredentialKind",
+    "CredentialState", "Lease", "PromptRun", "RunStatus", "StrEnumColumn", "TokenKind", "User",
+    "Vm", "VmRole", "VmState", "new_id", "utcnow",
+]  # fmt: skip
 
 
 def utcnow() -> datetime:
@@ -50,47 +65,44 @@ class TokenKind(enum.StrEnum):
     ADMIN = "admin"  # VM operations, user and token management
 
 
-class CredentialState(enum.StrEnum):
-    CONNECTED = "connected"
-    EXPIRED = "expired"  # the access token's expiry passed; a refresh may still work
-    NEEDS_LOGIN = "needs_login"  # the refresh failed: the user must log in again
+E = TypeVar("E", bound=enum.StrEnum)
 
 
-class AuthPhase(enum.StrEnum):
-    CLAIMING_VM = "claiming_vm"
-    STARTING_LOGIN = "starting_login"
-    AWAITING_USER = "awaiting_user"
-    VERIFYING = "verifying"
-    CAPTURING = "capturing"
-    AUTHENTICATED = "authenticated"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
+class StrEnumColumn(TypeDecorator[E]):
+    """A ``VARCHAR(length)`` column holding a ``StrEnum``: exactly the member's string is
+    stored (so the migrations' ``String`` columns stay as they are) and a member comes
+    back; a string that is no member is refused on the way in and out (``ValueError``)."""
 
-    @property
-    def ended(self) -> bool:
-        return self in (self.AUTHENTICATED, self.FAILED, self.CANCELLED, self.EXPIRED)
+    impl = String
+    cache_ok = True
 
+    def __init__(self, enum_type: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum_type = enum_type
 
-class VmRole(enum.StrEnum):
-    AUTH = "auth"  # one login, then destroyed
-    CLI = "cli"  # a user's CLI VM: holds credentials, runs prompts
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum_type(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_type(value)
 
 
-class VmState(enum.StrEnum):
-    STARTING = "starting"
-    READY = "ready"  # in the warm pool, unclaimed
-    CLAIMED = "claimed"  # serving a login or a user
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
+def _members_on_set(mapper: Mapper[Any], cls: type[Any]) -> None:
+    """A string set on an enum column (``Vm(state="ready")``) becomes its member at once, so
+    an object not yet loaded from the database compares with ``is`` like one that was."""
+    for attr in mapper.column_attrs:
+        column_type = attr.columns[0].type
+        if isinstance(column_type, StrEnumColumn):
+            enum_type = column_type.enum_type
+
+            def coerce(target: object, value: Any, old: object, initiator: object,
+                       enum_type: type[enum.StrEnum] = enum_type) -> Any:  # fmt: skip
+                return None if value is None else enum_type(value)
+
+            event.listen(getattr(cls, attr.key), "set", coerce, retval=True)
 
 
-class RunStatus(enum.StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+event.listen(Base, "mapper_configured", _members_on_set, propagate=True)
 
 
 class User(Base):
@@ -109,7 +121,7 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     #: The first characters of the token, so a human can tell tokens apart.
     prefix: Mapped[str] = mapped_column(String(16))
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[TokenKind] = mapped_column(StrEnumColumn(TokenKind, 16))
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -127,14 +139,15 @@ class Credential(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     provider: Mapped[str] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(Integer)
-    #: "oauth" (files captured from a login) or "api_key".
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[CredentialKind] = mapped_column(StrEnumColumn(CredentialKind, 16))
     key_id: Mapped[str] = mapped_column(String(32))
     nonce: Mapped[bytes] = mapped_column(LargeBinary)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     #: The agent's content version of the files (sha256), to spot changes on sync-back.
     content_version: Mapped[str | None] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), default=CredentialState.CONNECTED)
+    state: Mapped[CredentialState] = mapped_column(
+        StrEnumColumn(CredentialState, 16), default=CredentialState.CONNECTED
+    )
     expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -145,8 +158,8 @@ class Vm(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("vm"))
     backend: Mapped[str] = mapped_column(String(32))
-    role: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16), default=VmState.STARTING)
+    role: Mapped[VmRole] = mapped_column(StrEnumColumn(VmRole, 16))
+    state: Mapped[VmState] = mapped_column(StrEnumColumn(VmState, 16), default=VmState.STARTING)
     #: The owner of a CLI VM; None for auth VMs and the warm pool.
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     #: How it came to be: "pool", "restore" or "cold".
@@ -186,7 +199,9 @@ class AuthSession(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     provider: Mapped[str] = mapped_column(String(32))
     mode: Mapped[str] = mapped_column(String(32))
-    phase: Mapped[str] = mapped_column(String(32), default=AuthPhase.CLAIMING_VM)
+    phase: Mapped[AuthPhase] = mapped_column(
+        StrEnumColumn(AuthPhase, 32), default=AuthPhase.CLAIMING_VM
+    )
     vm_id: Mapped[str | None] = mapped_column(ForeignKey("vms.id", ondelete="SET NULL"))
     agent_session_id: Mapped[str | None] = mapped_column(String(64))
     login_url: Mapped[str | None] = mapped_column(Text)
@@ -230,7 +245,9 @@ class PromptRun(Base):
     vm_id: Mapped[str | None] = mapped_column(ForeignKey("vms.id", ondelete="SET NULL"))
     #: Several runs started together by POST /api/perspectives share a group.
     group_id: Mapped[str | None] = mapped_column(String(32), index=True)
-    status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING)
+    status: Mapped[RunStatus] = mapped_column(
+        StrEnumColumn(RunStatus, 16), default=RunStatus.RUNNING
+    )
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)

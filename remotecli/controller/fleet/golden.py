@@ -30,12 +30,37 @@ from pathlib import Path
 from typing import Any, cast
 
 from remotecli.errors import RemoteCliError
+from remotecli.states import State, transitions
 from remotecli.vmm.base import Backend, Deadlines, InstanceSpec, Snapshot, SnapshotBackend
 from remotecli.vmm.snapshotdir import SnapshotStore
 
 log = logging.getLogger(__name__)
 
 MAX_RESTORE_FAILURES = 3
+
+
+class GoldenState(State):
+    DISABLED = "disabled"  # the backend has no snapshots, or they are off
+    PENDING = "pending"  # not begun yet (``start()`` begins it)
+    MAKING = "making"  # found or being made (``prepare()``)
+    READY = "ready"  # claims restore from ``current``
+    FAILED = "failed"  # could not be made: claims cold-start (``error`` says why)
+
+
+#: ``prepare()`` goes PENDING → MAKING → READY or FAILED; a READY snapshot whose
+#: restores keep failing is made again (→ MAKING), and so is a FAILED one when the
+#: snapshot is started again (``start()`` after ``stop()``).
+GOLDEN_TRANSITIONS = transitions(
+    GoldenState,
+    {
+        GoldenState.DISABLED: set(),
+        GoldenState.PENDING: {GoldenState.MAKING},
+        GoldenState.MAKING: {GoldenState.READY, GoldenState.FAILED},
+        GoldenState.READY: {GoldenState.MAKING},
+        GoldenState.FAILED: {GoldenState.MAKING},
+    },
+    subject="golden snapshot",
+)
 
 
 def snapshot_name(
@@ -70,7 +95,7 @@ class GoldenSnapshot:
         self.deadlines = deadlines
         self.enabled = enabled and backend.supports_snapshots
         self.current: Snapshot | None = None
-        self.state = "disabled" if not self.enabled else "pending"
+        self.state = GoldenState.PENDING if self.enabled else GoldenState.DISABLED
         self.error: str | None = None
         self.made_seconds: float | None = None
         self.failures = 0
@@ -86,7 +111,7 @@ class GoldenSnapshot:
             return f"the {self.backend.name} backend has no snapshots"
         if not self.enabled:
             return "snapshots are off (REMOTECLI_SNAPSHOTS=0)"
-        if self.state == "failed":
+        if self.state is GoldenState.FAILED:
             return f"the golden snapshot could not be made: {self.error}"
         return "the golden snapshot is still being made"
 
@@ -120,7 +145,7 @@ class GoldenSnapshot:
         )  # fmt: skip
         name = snapshot_name(self.backend.name, self.image, self.agent_env, spec)
         backend = cast(SnapshotBackend, self.backend)
-        self.state = "making"
+        self.state = self.state.to(GoldenState.MAKING)
         started = time.monotonic()
         try:
             snapshot, made = await self.store.ensure(
@@ -129,12 +154,13 @@ class GoldenSnapshot:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.state = "failed"
+            self.state = self.state.to(GoldenState.FAILED)
             self.error = exc.message if isinstance(exc, RemoteCliError) else repr(exc)
             log.warning("golden snapshot failed; claims cold-start: %s", self.error)
             return
         self.made_seconds = round(time.monotonic() - started, 3)
-        self.current, self.state, self.error, self.failures = snapshot, "ready", None, 0
+        self.state = self.state.to(GoldenState.READY)
+        self.current, self.error, self.failures = snapshot, None, 0
         log.info(
             "golden snapshot %s", "made" if made else "found",
             extra={"snapshot": name, "seconds": self.made_seconds},
@@ -155,12 +181,12 @@ class GoldenSnapshot:
         self.failures = 0
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"state": self.state}
+        out: dict[str, Any] = {"state": self.state.value}
         if self.current is not None:
             out["name"] = self.current.directory.name
             out["bootPhases"] = dict(self.current.boot_phases)
         if self.made_seconds is not None:
             out["preparedSeconds"] = self.made_seconds
-        if self.state != "ready":
+        if self.state is not GoldenState.READY:
             out["reason"] = self.reason
         return out

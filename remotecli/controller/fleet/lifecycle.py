@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from remotecli.controller.db.engine import retry_unavailable
-from remotecli.controller.db.models import VmRole, VmState, utcnow
+from remotecli.controller.db.models import utcnow
+from remotecli.controller.fleet.states import VmRole, VmState
 from remotecli.controller.fleet.store import VmStore, instance_id_for
 from remotecli.controller.metrics import Metrics
 from remotecli.errors import NotReady, RemoteCliError, VmError
@@ -154,7 +155,7 @@ class VmLifecycle:
         """Start one VM (a restore of ``snapshot`` when given, else a cold boot) until ready."""
         token = secrets.token_urlsafe(32)
         await self.store.insert(
-            vm_id=vm_id, backend=self.backend.name, role=role.value, origin=origin,
+            vm_id=vm_id, backend=self.backend.name, role=role, origin=origin,
             token=token, user_id=user_id,
         )  # fmt: skip
         spec = InstanceSpec(

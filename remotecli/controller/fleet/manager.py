@@ -41,7 +41,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from remotecli.controller.context import AppContext
-from remotecli.controller.db.models import User, VmRole, VmState, new_id, utcnow
+from remotecli.controller.db.models import User, new_id, utcnow
 from remotecli.controller.errors import NotFound, Unavailable
 from remotecli.controller.fleet.golden import GoldenSnapshot
 from remotecli.controller.fleet.lifecycle import (
@@ -56,6 +56,7 @@ from remotecli.controller.fleet.monitor import HealthMonitor
 from remotecli.controller.fleet.pool import PoolFiller
 from remotecli.controller.fleet.reconcile import ReconcileReport, reconcile
 from remotecli.controller.fleet.runtime import build_runtime
+from remotecli.controller.fleet.states import VmRole, VmState
 from remotecli.controller.fleet.store import VmStore
 from remotecli.controller.metrics import Metrics
 from remotecli.errors import RemoteCliError
@@ -276,7 +277,7 @@ class VmManager:
         self, handle: VmHandle, reason: str, error: dict[str, Any] | None, cause: str | None
     ) -> None:
         was = handle.state
-        handle.state = VmState.STOPPING
+        handle.state = was.to(VmState.STOPPING, subject=f"VM {handle.vm_id}")
         with contextlib.suppress(ValueError):
             self._pool[handle.role].remove(handle.vm_id)
         self.pool.wake()
@@ -290,7 +291,7 @@ class VmManager:
     async def _end_row(self, vm_id: str, reason: str) -> None:
         """A VM we hold no handle for: make sure its row says it ended (idempotent)."""
         row = await self.store.get(vm_id)
-        if row is None or VmState(row.state) in (VmState.STOPPED, VmState.FAILED):
+        if row is None or row.state in (VmState.STOPPED, VmState.FAILED):
             return
         await self.store.update(vm_id, VmState.STOPPED, stop_reason=reason, stopped_at=utcnow())
 
@@ -346,11 +347,12 @@ class VmManager:
             handle = self._handles.get(vm_id)
             if handle is None or handle.state is not VmState.READY:
                 continue
-            handle.state = VmState.CLAIMED  # before any await: no second claim takes it
+            # Before any await: no second claim takes it.
+            handle.state = handle.state.to(VmState.CLAIMED, subject=f"VM {vm_id}")
             try:
                 probe = await readiness_mod.probe_health(handle.instance.agent_endpoint, 2.0)
             except BaseException:  # the claimer was cancelled: the VM goes back, unused
-                handle.state = VmState.READY
+                self._unclaim(handle)
                 self._pool[role].appendleft(vm_id)
                 raise
             if not probe.ok:
@@ -358,7 +360,7 @@ class VmManager:
                               "detail": probe.detail})  # fmt: skip
                 error = {"code": "vm_unhealthy", "message": f"found dead when claimed: "
                          f"{probe.detail}"}  # fmt: skip
-                handle.state = VmState.READY  # it never served anyone: no hooks
+                self._unclaim(handle)  # it never served anyone: no hooks
                 self.destroy_soon(handle, "found dead when claimed", error=error, cause="unhealthy")
                 continue
             handle.user_id = user_id
@@ -392,6 +394,13 @@ class VmManager:
         return handle
 
     # -- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _unclaim(handle: VmHandle) -> None:
+        """Undo a pool claim nobody used (READY again), unless it is being destroyed meanwhile
+        (STOPPING stays: a destroy is never undone)."""
+        if handle.state is VmState.CLAIMED:
+            handle.state = handle.state.to(VmState.READY, subject=f"VM {handle.vm_id}")
 
     def register(self, handle: VmHandle) -> None:
         """Take a handle (reconcile adopts running VMs); a READY one goes to the pool."""

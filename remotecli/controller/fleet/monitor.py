@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from remotecli.controller.db.models import VmRole, VmState, utcnow
+from remotecli.controller.db.models import utcnow
+from remotecli.controller.fleet.lifecycle import VmHandle
+from remotecli.controller.fleet.states import VmRole, VmState
+from remotecli.controller.fleet.store import VmStore
+from remotecli.controller.settings import Settings
 from remotecli.vmm.readiness import HealthProbe, probe_health
-
-if TYPE_CHECKING:
-    from remotecli.controller.fleet.manager import VmHandle, VmManager
 
 log = logging.getLogger("remotecli.controller.fleet.monitor")
 
@@ -35,8 +36,29 @@ KEPT_CHECKS = 5
 AUTH_GRACE_SECONDS = 60.0
 
 
+class Destroyer(Protocol):
+    """Destroys a VM in the background (``VmManager.destroy_soon``)."""
+
+    def destroy_soon(
+        self, handle: VmHandle, reason: str, *, error: dict[str, Any] | None = None,
+        cause: str | None = None,
+    ) -> asyncio.Task[None]: ...  # fmt: skip
+
+
+class Watched(Destroyer, Protocol):
+    """What the monitor needs from the fleet (``VmManager``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> VmStore: ...
+
+    def handles(self) -> list[VmHandle]: ...
+
+
 class HealthMonitor:
-    def __init__(self, manager: VmManager) -> None:
+    def __init__(self, manager: Watched) -> None:
         self.manager = manager
         settings = manager.settings
         self.interval = settings.health_interval_seconds
@@ -143,7 +165,7 @@ class HealthMonitor:
                 )  # fmt: skip
 
 
-def destroy_vmm_exited(manager: VmManager, handle: VmHandle, code: int) -> asyncio.Task[None]:
+def destroy_vmm_exited(manager: Destroyer, handle: VmHandle, code: int) -> asyncio.Task[None]:
     """Destroy a VM whose VMM process exited (code ``code``): FAILED, cause ``vmm_exited``.
 
     Its agent may still answer (an nspawn guest outlives a killed nspawn) or not

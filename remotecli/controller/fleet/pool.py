@@ -18,13 +18,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from remotecli.controller.db.models import VmRole
+from remotecli.controller.fleet.states import VmRole
 from remotecli.errors import NotReady, RemoteCliError
-
-if TYPE_CHECKING:
-    from remotecli.controller.fleet.manager import VmManager
 
 log = logging.getLogger("remotecli.controller.fleet.pool")
 
@@ -34,10 +31,18 @@ PARALLEL = 2
 RECHECK_SECONDS = 5.0
 
 
+class Pool(Protocol):
+    """What the filler needs from the fleet (``VmManager``): the pool's size, a warm start."""
+
+    def pool_size(self, role: VmRole) -> int: ...
+
+    async def launch_for_pool(self, role: VmRole) -> object: ...
+
+
 class PoolFiller:
     def __init__(
         self,
-        manager: VmManager,
+        manager: Pool,
         targets: Mapping[VmRole, int],
         *,
         backoff: tuple[float, float] = (1.0, 60.0),

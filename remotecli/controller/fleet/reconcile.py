@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from remotecli.controller.db.models import Vm, VmRole, VmState, utcnow
-from remotecli.controller.fleet.store import instance_id_for
+from remotecli.controller.db.models import Vm, utcnow
+from remotecli.controller.fleet.lifecycle import VmHandle
+from remotecli.controller.fleet.states import VmState
+from remotecli.controller.fleet.store import VmStore, instance_id_for
 from remotecli.controller.vault.cipher import VaultError
 from remotecli.errors import RemoteCliError, VmError
 from remotecli.vmm import readiness as readiness_mod
@@ -31,6 +34,7 @@ from remotecli.vmm import statedir
 from remotecli.vmm.agentclient import AgentClient
 from remotecli.vmm.base import (
     Backend,
+    Deadlines,
     InstanceSpec,
     InstanceState,
     Phase,
@@ -38,9 +42,6 @@ from remotecli.vmm.base import (
     UnitState,
 )
 from remotecli.vmm.endpoint import AgentEndpoint
-
-if TYPE_CHECKING:
-    from remotecli.controller.fleet.manager import VmHandle, VmManager
 
 log = logging.getLogger("remotecli.controller.fleet.reconcile")
 
@@ -60,6 +61,31 @@ class ReconcileReport:
     def to_dict(self) -> dict[str, Any]:
         return {"adopted": self.adopted, "stopped": self.stopped, "reaped": self.reaped,
                 "errors": self.errors}  # fmt: skip
+
+
+class Fleet(Protocol):
+    """What reconciliation reads from the fleet (``VmManager``) and the one thing it does:
+    ``register`` an adopted VM's handle."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def store(self) -> VmStore: ...
+
+    @property
+    def stale_backends(self) -> tuple[Backend, ...]: ...
+
+    @property
+    def image_rootfs(self) -> Path: ...
+
+    @property
+    def agent_env(self) -> Mapping[str, str]: ...
+
+    @property
+    def deadlines(self) -> Deadlines: ...
+
+    def register(self, handle: VmHandle) -> None: ...
 
 
 @runtime_checkable
@@ -103,7 +129,9 @@ class AdoptedInstance:
 
     async def destroy(self) -> None:
         await self.backend.reap(self.spec.instance_id)
-        self.state = InstanceState.STOPPED
+        self.state = self.state.to(
+            InstanceState.STOPPED, subject=f"instance {self.spec.instance_id}"
+        )
 
     def console_tail(self, max_chars: int = 4000) -> str:
         return readiness_mod.console_tail(self.console_path, max_chars)
@@ -124,7 +152,7 @@ def readiness_of(row: Vm) -> Readiness:
     )
 
 
-async def reconcile(manager: VmManager) -> ReconcileReport:
+async def reconcile(manager: Fleet) -> ReconcileReport:
     report = ReconcileReport()
     backend = manager.backend
     running = set(await backend.list_running())
@@ -167,11 +195,9 @@ async def _reap(backend: Backend, instance_id: str, report: ReconcileReport) -> 
         report.reaped.append(instance_id)
 
 
-async def _adopt(manager: VmManager, row: Vm, instance_id: str) -> VmHandle | str:
+async def _adopt(manager: Fleet, row: Vm, instance_id: str) -> VmHandle | str:
     """A handle for a running VM, or why it cannot be adopted."""
-    from remotecli.controller.fleet.manager import VmHandle  # the manager imports this module
-
-    state = VmState(row.state)
+    state = row.state
     if state not in (VmState.READY, VmState.CLAIMED):
         return f"it was {state.value} when the controller stopped"
     backend = manager.backend
@@ -182,7 +208,8 @@ async def _adopt(manager: VmManager, row: Vm, instance_id: str) -> VmHandle | st
     except VaultError as exc:
         return f"its agent token does not open ({exc.message})"
     spec = InstanceSpec(
-        image=manager.image_rootfs, instance_id=instance_id, agent_token=token, role=row.role,
+        image=manager.image_rootfs, instance_id=instance_id, agent_token=token,
+        role=row.role.value,
         agent_env=manager.agent_env, deadlines=manager.deadlines,
     )  # fmt: skip
     instance = AdoptedInstance(backend, spec, backend.state_root, readiness_of(row))
@@ -203,7 +230,7 @@ async def _adopt(manager: VmManager, row: Vm, instance_id: str) -> VmHandle | st
         last_used = last_used.replace(tzinfo=now_wall.tzinfo)
     ago = max(0.0, (now_wall - last_used).total_seconds())
     handle = VmHandle(
-        vm_id=row.id, role=VmRole(row.role), origin=row.origin, instance=instance,
+        vm_id=row.id, role=row.role, origin=row.origin, instance=instance,
         agent=AgentClient(instance.agent_endpoint, token), readiness=instance.readiness,
         user_id=row.user_id, state=state, last_used=now - ago,
         claimed_at=now - ago if state is VmState.CLAIMED else None,

@@ -1,13 +1,9 @@
 """The ``vms`` table as the VM manager uses it: checked state transitions, sealed tokens.
 
 Every change of a VM's state goes through ``VmStore.update``, which refuses a
-transition the life cycle does not have (a STOPPED VM never becomes READY
-again) with ``VmStateError`` (a ``VmError``, in the tree drawn in
-``remotecli/errors.py``)::
-
-    STARTING ─▶ READY ─▶ CLAIMED ─▶ STOPPING ─▶ STOPPED
-        │         │         │           │
-        └─────────┴─────────┴───────────┴──▶ FAILED  (with the error as JSON)
+transition the life cycle does not have (``states.VM_TRANSITIONS``: a STOPPED
+VM never becomes READY again) with ``VmStateError`` (``states.py``, in the tree
+drawn in ``remotecli/errors.py``).
 
 Each call is one short transaction: the manager never holds a session open
 across an ``await`` on a VM.
@@ -22,37 +18,13 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from remotecli.controller.db import engine as db
-from remotecli.controller.db.models import Vm, VmState, utcnow
+from remotecli.controller.db.models import Vm, utcnow
+from remotecli.controller.fleet.states import VmRole, VmState
 from remotecli.controller.vault.cipher import Sealed, Vault
 from remotecli.errors import VmError
 
 LIVE_STATES = (VmState.STARTING, VmState.READY, VmState.CLAIMED, VmState.STOPPING)
 ENDED_STATES = (VmState.STOPPED, VmState.FAILED)
-
-TRANSITIONS: dict[VmState, frozenset[VmState]] = {
-    VmState.STARTING: frozenset(
-        {VmState.READY, VmState.CLAIMED, VmState.STOPPING, VmState.STOPPED, VmState.FAILED}
-    ),
-    VmState.READY: frozenset({VmState.CLAIMED, VmState.STOPPING, VmState.STOPPED, VmState.FAILED}),
-    VmState.CLAIMED: frozenset({VmState.STOPPING, VmState.STOPPED, VmState.FAILED}),
-    VmState.STOPPING: frozenset({VmState.STOPPED, VmState.FAILED}),
-    VmState.STOPPED: frozenset(),
-    VmState.FAILED: frozenset(),
-}
-
-
-class VmStateError(VmError):
-    """A state change the life cycle does not allow (a bug, or two writers racing)."""
-
-    code = "vm_state"
-
-
-def check_transition(vm_id: str, current: VmState, target: VmState) -> None:
-    if target is not current and target not in TRANSITIONS[current]:
-        raise VmStateError(
-            f"VM {vm_id} cannot go from {current.value} to {target.value}; it was probably "
-            "changed by someone else at the same time (reload it and try again)"
-        )
 
 
 def token_aad(vm_id: str) -> str:
@@ -71,13 +43,13 @@ class VmStore:
         self.vault = vault
 
     async def insert(
-        self, *, vm_id: str, backend: str, role: str, origin: str, token: str,
+        self, *, vm_id: str, backend: str, role: VmRole, origin: str, token: str,
         user_id: str | None,
     ) -> Vm:  # fmt: skip
         sealed = self.vault.seal(token.encode(), token_aad(vm_id))
         row = Vm(
             id=vm_id, backend=backend, role=role, origin=origin, user_id=user_id,
-            state=VmState.STARTING.value, instance_id=instance_id_for(vm_id),
+            state=VmState.STARTING, instance_id=instance_id_for(vm_id),
             token_key_id=sealed.key_id, token_nonce=sealed.nonce,
             token_ciphertext=sealed.ciphertext, phases={}, timings={}, health_failures=0,
         )  # fmt: skip
@@ -100,8 +72,7 @@ class VmStore:
             if row is None:
                 raise VmError(f"no VM {vm_id} in the database (was it deleted by hand?)")
             if state is not None:
-                check_transition(vm_id, VmState(row.state), state)
-                row.state = state.value
+                row.state = row.state.to(state, subject=f"VM {vm_id}")
             if "timings" in values:
                 values["timings"] = {**(row.timings or {}), **values["timings"]}
             for key, value in values.items():
@@ -114,15 +85,13 @@ class VmStore:
 
     async def live_rows(self) -> list[Vm]:
         async with self.sessions() as session:
-            found = await session.execute(
-                select(Vm).where(Vm.state.in_([s.value for s in LIVE_STATES]))
-            )
+            found = await session.execute(select(Vm).where(Vm.state.in_(LIVE_STATES)))
             return list(found.scalars())
 
     async def list_rows(self, *, include_ended: bool, limit: int) -> list[Vm]:
         query = select(Vm).order_by(Vm.created_at.desc(), Vm.id).limit(limit)
         if not include_ended:
-            query = query.where(Vm.state.in_([s.value for s in LIVE_STATES]))
+            query = query.where(Vm.state.in_(LIVE_STATES))
         async with self.sessions() as session:
             return list((await session.execute(query)).scalars())
 

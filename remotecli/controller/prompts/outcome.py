@@ -13,8 +13,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from remotecli.controller.db.models import Credential, CredentialState, RunStatus
+from remotecli.controller.db.models import Credential
 from remotecli.controller.errors import ApiError, BadGateway, BadRequest, Conflict
+from remotecli.controller.prompts.states import RunStatus
+from remotecli.controller.vault.states import CredentialState
 from remotecli.errors import RemoteCliError
 from remotecli.providers import get_provider
 from remotecli.vmm.agentclient import AgentRequestError
@@ -100,7 +102,7 @@ def check_usable(spec: RunSpec, record: Credential | None) -> None:
             f"user {spec.user_id!r} has not connected {name}: log in first with {start}",
             code="not_connected", provider=spec.provider,
         )  # fmt: skip
-    if record.state == CredentialState.NEEDS_LOGIN:
+    if record.state is CredentialState.NEEDS_LOGIN:
         raise Conflict(
             f"{name} refused this user's stored sign-in (its refresh failed): log in again "
             f"with {start}; the old credentials are kept until then",

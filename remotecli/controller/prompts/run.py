@@ -27,22 +27,16 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
+from remotecli.controller.context import AppContext
 from remotecli.controller.db.engine import retry_unavailable, session_scope
-from remotecli.controller.db.models import (
-    CredentialState,
-    PromptRun,
-    RunStatus,
-    User,
-    new_id,
-    utcnow,
-)
+from remotecli.controller.db.models import PromptRun, User, new_id, utcnow
 from remotecli.controller.errors import ApiError, NotFound, Unavailable, database_error
 from remotecli.controller.fleet.manager import VmHandle
+from remotecli.controller.fleet.monitor import Destroyer
 from remotecli.controller.prompts.outcome import (
     AgentFailed,
     Outcome,
@@ -53,15 +47,13 @@ from remotecli.controller.prompts.outcome import (
     login_again_message,
     public_error,
 )
+from remotecli.controller.prompts.states import RunStatus
 from remotecli.controller.vault import credentials, leases, sync
-from remotecli.controller.vault.credentials import CredentialKind
 from remotecli.controller.vault.leases import Claim
+from remotecli.controller.vault.states import CredentialKind, CredentialState
 from remotecli.errors import RemoteCliError
 from remotecli.vmm.agentclient import AgentClient, AgentRequestError, AgentUnreachable
 from remotecli.vmm.readiness import probe_health
-
-if TYPE_CHECKING:
-    from remotecli.controller.prompts.service import PromptService
 
 log = logging.getLogger("remotecli.controller.prompts.service")
 
@@ -77,10 +69,32 @@ LOST_PROBE_SECONDS = 2.0
 Emit = Callable[[str, dict[str, Any]], None]
 
 
+class RunFleet(Destroyer, Protocol):
+    """The VMs a run reaches besides its own (``VmManager``): the previous holder of the
+    credentials (``get``), and its own VM destroyed when its agent died."""
+
+    def get(self, vm_id: str) -> VmHandle | None: ...
+
+
+class RunHost(Protocol):
+    """What a run needs from whoever runs it (``PromptService``): the context, the user's
+    CLI VM counted as in use until ``done_with_vm``, the fleet and the metrics."""
+
+    @property
+    def context(self) -> AppContext: ...
+
+    @property
+    def vms(self) -> RunFleet: ...
+
+    async def use_vm(self, user_id: str) -> VmHandle: ...
+
+    def done_with_vm(self, vm_id: str) -> None: ...
+
+    def record_metrics(self, provider: str, status: str, seconds: float) -> None: ...
+
+
 class ActiveRun:
-    def __init__(
-        self, service: PromptService, spec: RunSpec, emit: Emit, *, report_setup: bool
-    ) -> None:
+    def __init__(self, service: RunHost, spec: RunSpec, emit: Emit, *, report_setup: bool) -> None:
         self.service = service
         self.spec = spec
         self.emit = emit
@@ -147,7 +161,7 @@ class ActiveRun:
             record = await credentials.current(session, spec.user_id, spec.provider)
             check_usable(spec, record)
             assert record is not None
-            api_mode = record.kind == CredentialKind.API_KEY
+            api_mode = record.kind is CredentialKind.API_KEY
             if not api_mode:
                 # Cheap refusal before a VM is started for nothing; claim() decides for real.
                 holder = await leases.busy_run(session, spec.user_id, spec.provider)
@@ -207,7 +221,7 @@ class ActiveRun:
             session.add(
                 PromptRun(id=self.id, user_id=self.spec.user_id, provider=self.spec.provider,
                           vm_id=self._vm.vm_id, group_id=self.spec.group_id,
-                          status=RunStatus.RUNNING.value, created_at=utcnow())
+                          status=RunStatus.RUNNING, created_at=utcnow())
             )  # fmt: skip
         self._row_created = True
 
@@ -393,13 +407,13 @@ class ActiveRun:
     async def _complete_row(self, status: RunStatus, error: tuple[str, str] | None) -> None:
         out = self.outcome
         async with session_scope(self.service.context.sessions) as session:
-            await session.execute(
-                update(PromptRun).where(PromptRun.id == self.id).values(
-                    status=status.value, exit_code=out.exit_code,
-                    error_code=error[0] if error else None,
-                    error_message=error[1][:MAX_STORED_MESSAGE] if error else None,
-                    usage=out.usage,
-                    cost_usd=None if out.cost_usd is None else f"{out.cost_usd:.6f}",
-                    finished_at=utcnow(),
-                )
-            )  # fmt: skip
+            row = await session.get(PromptRun, self.id, with_for_update=True)
+            if row is None:
+                return  # deleted with its user meanwhile: nothing to complete
+            row.status = row.status.to(status, subject=f"prompt run {self.id}")
+            row.exit_code = out.exit_code
+            row.error_code = error[0] if error else None
+            row.error_message = error[1][:MAX_STORED_MESSAGE] if error else None
+            row.usage = out.usage
+            row.cost_usd = None if out.cost_usd is None else f"{out.cost_usd:.6f}"
+            row.finished_at = utcnow()

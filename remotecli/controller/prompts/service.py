@@ -28,23 +28,15 @@ from sqlalchemy import select, update
 
 from remotecli.controller.context import AppContext
 from remotecli.controller.db.engine import session_scope
-from remotecli.controller.db.models import (
-    Lease,
-    PromptRun,
-    RunStatus,
-    User,
-    Vm,
-    VmRole,
-    VmState,
-    new_id,
-    utcnow,
-)
+from remotecli.controller.db.models import Lease, PromptRun, User, Vm, new_id, utcnow
 from remotecli.controller.errors import NotFound, Unavailable
 from remotecli.controller.fleet.manager import VmHandle, VmManager
 from remotecli.controller.fleet.monitor import destroy_vmm_exited
+from remotecli.controller.fleet.states import VmRole, VmState
 from remotecli.controller.fleet.store import LIVE_STATES
 from remotecli.controller.prompts.outcome import RunSpec
 from remotecli.controller.prompts.run import ActiveRun, Emit
+from remotecli.controller.prompts.states import RunStatus
 from remotecli.controller.sse import Channel
 from remotecli.controller.vault import leases, sync
 from remotecli.errors import RemoteCliError
@@ -102,16 +94,16 @@ class PromptService:
         mine = {h.vm_id: h for h in self.vms.handles()}
         async with session_scope(self.context.sessions) as session:
             live = set((await session.execute(
-                select(Vm.id).where(Vm.state.in_([s.value for s in LIVE_STATES]))
+                select(Vm.id).where(Vm.state.in_(LIVE_STATES))
             )).scalars())  # fmt: skip
             lost = (await session.execute(
-                select(PromptRun).where(PromptRun.status == RunStatus.RUNNING.value)
+                select(PromptRun).where(PromptRun.status == RunStatus.RUNNING)
             )).scalars().all()  # fmt: skip
             interrupted = 0
             for run in lost:
                 if run.vm_id in mine or run.vm_id not in live:
                     interrupted += 1
-                    run.status = RunStatus.FAILED.value
+                    run.status = run.status.to(RunStatus.FAILED, subject=f"prompt run {run.id}")
                     run.error_code = "interrupted"
                     run.error_message = "the controller stopped during the run"
                     run.finished_at = utcnow()

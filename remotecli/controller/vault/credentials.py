@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,9 +30,10 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from remotecli.controller.db.models import Credential, CredentialState, User, utcnow
+from remotecli.controller.db.models import Credential, User, utcnow
 from remotecli.controller.vault.cipher import Sealed, Vault
 from remotecli.controller.vault.facts import FileFacts, facts_for
+from remotecli.controller.vault.states import CredentialKind, CredentialState
 from remotecli.errors import RemoteCliError
 
 #: Old versions kept per (user, provider) besides the current one: enough to
@@ -42,11 +42,6 @@ from remotecli.errors import RemoteCliError
 KEEP_OLD_VERSIONS = 4
 #: Longer than any provider's key; a bound so a paste accident is refused.
 MAX_API_KEY_CHARS = 4096
-
-
-class CredentialKind(enum.StrEnum):
-    OAUTH = "oauth"  # files captured from a CLI login
-    API_KEY = "api_key"  # a key the user gave; no files
 
 
 class CaptureError(RemoteCliError):
@@ -178,7 +173,7 @@ async def store_files(
     if (
         latest is not None
         and content_version is not None
-        and latest.kind == CredentialKind.OAUTH
+        and latest.kind is CredentialKind.OAUTH
         and latest.content_version == content_version
     ):
         return latest
@@ -256,12 +251,12 @@ async def _add_version(
         user_id=user_id,
         provider=provider,
         version=version,
-        kind=kind.value,
+        kind=kind,
         key_id=sealed.key_id,
         nonce=sealed.nonce,
         ciphertext=sealed.ciphertext,
         content_version=content_version,
-        state=state.value,
+        state=state,
         expires_at=expires_at,
         created_at=utcnow(),
     )
@@ -284,7 +279,7 @@ def open_secret(vault: Vault, record: Credential) -> Secret:
         aad(record.user_id, record.provider, record.version),
     )
     payload = json.loads(plain)
-    kind = CredentialKind(record.kind)
+    kind = record.kind
     if kind is CredentialKind.API_KEY:
         return Secret(kind, api_key=str(payload["apiKey"]))
     files = tuple(
@@ -317,14 +312,14 @@ async def mark_state(
     """
     record = await current(session, user_id, provider)
     if record is not None:
-        record.state = state.value
+        record.state = record.state.to(state, subject=f"credential of {user_id} for {provider}")
         await session.flush()
     return record
 
 
 def effective_state(record: Credential, now: datetime | None = None) -> CredentialState:
     """The state to show: a stored verdict, else "expired" once the expiry passed."""
-    stored = CredentialState(record.state)
+    stored = record.state
     if stored is not CredentialState.CONNECTED:
         return stored
     expires = record.expires_at

@@ -204,9 +204,9 @@ class FakeInstance:
                 self.readiness.reached[Phase.STATE_RESTORED] = at
         except BaseException:
             await self.destroy()
-            self.state = InstanceState.FAILED
+            lifecycle.move(self, InstanceState.FAILED)
             raise
-        self.state = InstanceState.STARTING
+        lifecycle.move(self, InstanceState.STARTING)
 
     async def wait_ready(self) -> Readiness:
         return await lifecycle.wait_ready(

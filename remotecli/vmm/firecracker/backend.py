@@ -282,7 +282,7 @@ class FirecrackerInstance:
                 exc.message = f"{exc.message}\n{evidence}"
                 exc.args = (exc.message,)
             raise
-        self.state = InstanceState.STARTING
+        lifecycle.move(self, InstanceState.STARTING)
 
     async def _prepare(self, artifacts: VmArtifacts | None, snapshot: SnapshotFiles | None) -> None:
         d = self.host_dir

@@ -92,7 +92,7 @@ class NspawnBackend:
         spec, meta = lifecycle.adopted(self.state_root, instance_id)
         instance = NspawnInstance(self, spec)
         instance.process.pid = meta.get("pid")
-        instance.state = InstanceState.STARTING
+        lifecycle.move(instance, InstanceState.STARTING)
         instance.owns_cgroup = True
         await instance.destroy()
 
@@ -142,9 +142,9 @@ class NspawnInstance:
             self._write_meta()
         except BaseException:
             await self.destroy()
-            self.state = InstanceState.FAILED
+            lifecycle.move(self, InstanceState.FAILED)
             raise
-        self.state = InstanceState.STARTING
+        lifecycle.move(self, InstanceState.STARTING)
 
     def launch_argv(self, lowerdirs: str) -> list[str]:
         d = self.dir.path

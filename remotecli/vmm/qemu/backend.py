@@ -261,7 +261,7 @@ class QemuInstance:
             if evidence and isinstance(exc, VmError):
                 raise VmError(f"{exc.message}\n{evidence}") from exc
             raise
-        self.state = InstanceState.STARTING
+        lifecycle.move(self, InstanceState.STARTING)
 
     def _machine(self, artifacts: VmArtifacts) -> dict[str, Any]:
         if artifacts.initrd is None:

@@ -32,7 +32,7 @@ async def list_credentials(
         CredentialOut(
             provider=record.provider,
             state=credentials.effective_state(record, now).value,
-            kind=credentials.CredentialKind(record.kind).value,
+            kind=record.kind.value,
             version=record.version,
             expires_at=record.expires_at,
             updated_at=record.created_at,

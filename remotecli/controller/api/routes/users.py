@@ -77,7 +77,7 @@ async def create_api_token(body: TokenCreate, caller: Caller, session: Session) 
         raise BadRequest(f"a {kind.value} token acts for every user: drop 'userId'",
                          code="user_id_not_allowed")  # fmt: skip
     row, token = await create_token(session, kind, user_id=body.user_id, name=body.name)
-    return TokenOut(id=row.id, kind=row.kind, user_id=row.user_id, prefix=row.prefix,
+    return TokenOut(id=row.id, kind=row.kind.value, user_id=row.user_id, prefix=row.prefix,
                     name=row.name, token=token)  # fmt: skip
 
 
@@ -106,10 +106,10 @@ async def revoke_api_token(token_id: TokenId, caller: Caller, session: Session) 
         raise NotFound(f"no API token {token_id!r}", code="unknown_token")
     if row.revoked_at is not None:
         return row
-    if row.kind == TokenKind.ADMIN.value:
+    if row.kind is TokenKind.ADMIN:
         admins = await session.scalar(
             select(func.count()).select_from(ApiToken).where(
-                ApiToken.kind == TokenKind.ADMIN.value, ApiToken.revoked_at.is_(None)
+                ApiToken.kind == TokenKind.ADMIN, ApiToken.revoked_at.is_(None)
             )
         )  # fmt: skip
         if admins == 1:

@@ -108,7 +108,8 @@ def _health(row: Vm, manager: VmManager | None) -> dict[str, Any]:
 
 def _fields(row: Vm, manager: VmManager | None) -> dict[str, Any]:
     return dict(
-        id=row.id, backend=row.backend, role=row.role, state=row.state, origin=row.origin,
+        id=row.id, backend=row.backend, role=row.role.value, state=row.state.value,
+        origin=row.origin,
         user_id=row.user_id, instance_id=row.instance_id, phases=row.phases or {},
         timings=row.timings or {}, claim=row.claim_trace, health=_health(row, manager),
         stop_reason=row.stop_reason, created_at=_utc(row.created_at), ready_at=_utc(row.ready_at),
