@@ -21,6 +21,7 @@ from typing import Any
 
 from remotecli.agent.errors import BadRequest
 from remotecli.agent.process import RunAs
+from remotecli.agent.wire import CredentialFile, Credentials, FileIn
 from remotecli.providers import Provider
 from remotecli.providers.base import LoginMode
 
@@ -41,9 +42,9 @@ class CredentialStore:
 
     # -- reading ---------------------------------------------------------------
 
-    def read(self, provider: Provider) -> dict[str, Any]:
+    def read(self, provider: Provider) -> Credentials:
         """The provider's credential files, their sha256 and one version for the set."""
-        files: list[dict[str, Any]] = []
+        files: list[CredentialFile] = []
         missing: list[str] = []
         digest = hashlib.sha256()
         for spec in provider.credential_files:
@@ -55,46 +56,37 @@ class CredentialStore:
                 continue
             digest.update(spec.path.encode() + b"\0" + data + b"\0")
             files.append(_file_entry(spec.path, data, target.stat().st_mode & 0o777))
-        return {
-            "provider": provider.name,
-            "complete": not missing,
-            "version": digest.hexdigest() if files else None,
-            "files": files,
-            "missing": missing,
-        }
+        return Credentials(
+            provider=provider.name,
+            complete=not missing,
+            version=digest.hexdigest() if files else None,
+            files=files,
+            missing=missing,
+        )
 
     def version(self, provider: Provider) -> str | None:
-        result: str | None = self.read(provider)["version"]
-        return result
+        return self.read(provider).version
 
     def has_credentials(self, provider: Provider) -> bool:
-        return bool(self.read(provider)["complete"])
+        return self.read(provider).complete
 
     # -- writing ---------------------------------------------------------------
 
-    def parse_writes(self, provider: Provider, files: Any) -> list[FileWrite]:
-        """Validate a ``files`` list from a request; raise before anything is written."""
-        if not isinstance(files, list) or not files:
-            raise BadRequest("'files' must be a non-empty list", code="invalid_files")
+    def parse_writes(self, provider: Provider, files: list[FileIn]) -> list[FileWrite]:
+        """Check a request's files (their shape is the wire's); raise before anything is written."""
         allowed = {spec.path: spec.mode for spec in provider.credential_files}
         for mode in provider.login_modes:
             allowed.update({seed.path: seed.mode for seed in provider.seed_files(mode)})
         writes: list[FileWrite] = []
         for entry in files:
-            if not isinstance(entry, dict):
-                raise BadRequest("each file must be an object", code="invalid_files")
-            path, content = entry.get("path"), entry.get("content")
-            if not isinstance(path, str) or not isinstance(content, str):
-                raise BadRequest(
-                    "each file needs string 'path' and 'content'", code="invalid_files"
-                )
+            path = entry.path
             if path not in allowed:
                 names = ", ".join(sorted(allowed))
                 raise BadRequest(
                     f"{path!r} is not a file of {provider.name}; allowed: {names}",
                     code="path_not_allowed",
                 )
-            data = _decode(content, entry.get("encoding", "utf-8"))
+            data = _decode(entry.content, entry.encoding)
             if len(data) > MAX_FILE_BYTES:
                 raise BadRequest(
                     f"{path!r} is larger than {MAX_FILE_BYTES} bytes", code="file_too_large"
@@ -193,27 +185,18 @@ def _merge(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _decode(content: str, encoding: Any) -> bytes:
+def _decode(content: str, encoding: str) -> bytes:
     if encoding == "utf-8":
         return content.encode()
-    if encoding == "base64":
-        try:
-            return base64.b64decode(content, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise BadRequest("content is not valid base64", code="invalid_files") from exc
-    raise BadRequest("encoding must be 'utf-8' or 'base64'", code="invalid_files")
-
-
-def _file_entry(path: str, data: bytes, mode: int) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "path": path,
-        "mode": f"{mode:04o}",
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
     try:
-        entry["content"] = data.decode()
-        entry["encoding"] = "utf-8"
+        return base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest("content is not valid base64", code="invalid_files") from exc
+
+
+def _file_entry(path: str, data: bytes, mode: int) -> CredentialFile:
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        return CredentialFile(path, f"{mode:04o}", sha, data.decode(), "utf-8")
     except UnicodeDecodeError:
-        entry["content"] = base64.b64encode(data).decode()
-        entry["encoding"] = "base64"
-    return entry
+        return CredentialFile(path, f"{mode:04o}", sha, base64.b64encode(data).decode(), "base64")

@@ -19,12 +19,13 @@ from typing import Any
 
 from remotecli.agent.config import AgentConfig
 from remotecli.agent.process import RunAs, stop_group
+from remotecli.agent.wire import AgentUnit, CliInfo, CredentialDir, Diagnostics
 from remotecli.providers import PROVIDERS
 
 COMMAND_TIMEOUT = 20.0  # gemini --version alone takes ~1.3 s; a cold VM is slower
 
 
-async def collect(config: AgentConfig) -> dict[str, Any]:
+async def collect(config: AgentConfig) -> Diagnostics:
     unit = own_unit()
     system_state, failed, unit_props, clis = await asyncio.gather(
         # --wait: a system still booting says "starting"; wait for its verdict.
@@ -33,15 +34,15 @@ async def collect(config: AgentConfig) -> dict[str, Any]:
         _unit_properties(unit),
         asyncio.gather(*(_cli_version(config, name) for name in PROVIDERS)),
     )
-    return {
-        "pid1": _read("/proc/1/comm"),
-        "python": platform.python_version(),
-        "systemState": system_state["stdout"].strip() or None,
-        "failedUnits": [line.split()[0] for line in failed["stdout"].splitlines() if line.split()],
-        "agentUnit": unit_props,
-        "clis": list(clis),
-        "credentialDirs": [_credential_dir(config, d) for d in _credential_dirs()],
-    }
+    return Diagnostics(
+        pid1=_read("/proc/1/comm"),
+        python=platform.python_version(),
+        system_state=system_state["stdout"].strip() or None,
+        failed_units=[line.split()[0] for line in failed["stdout"].splitlines() if line.split()],
+        agent_unit=unit_props,
+        clis=list(clis),
+        credential_dirs=[_credential_dir(config, d) for d in _credential_dirs()],
+    )
 
 
 def own_unit() -> str | None:
@@ -55,45 +56,36 @@ def own_unit() -> str | None:
     return None
 
 
-async def _unit_properties(unit: str | None) -> dict[str, Any] | None:
+async def _unit_properties(unit: str | None) -> AgentUnit | None:
     if unit is None:
         return None
     props = "Id,ActiveState,SubState,UnitFileState,ExecMainStatus,NRestarts,After"
     result = await _output(["systemctl", "show", unit, f"--property={props}", "--no-pager"])
     fields = dict(line.split("=", 1) for line in result["stdout"].splitlines() if "=" in line)
-    return {
-        "name": unit,
-        "activeState": fields.get("ActiveState"),
-        "subState": fields.get("SubState"),
-        "unitFileState": fields.get("UnitFileState"),
-        "restarts": fields.get("NRestarts"),
-        "waitsForNetworkOnline": "network-online.target" in fields.get("After", ""),
-    }
+    return AgentUnit(
+        name=unit,
+        active_state=fields.get("ActiveState"),
+        sub_state=fields.get("SubState"),
+        unit_file_state=fields.get("UnitFileState"),
+        restarts=fields.get("NRestarts"),
+        waits_for_network_online="network-online.target" in fields.get("After", ""),
+    )
 
 
-async def _cli_version(config: AgentConfig, provider_name: str) -> dict[str, Any]:
+async def _cli_version(config: AgentConfig, provider_name: str) -> CliInfo:
     provider = PROVIDERS[provider_name]
     path = shutil.which(provider.executable, path=config.path)
-    entry: dict[str, Any] = {
-        "provider": provider.name,
-        "executable": provider.executable,
-        "path": path,
-        "installed": path is not None,
-        "version": None,
-        "error": None,
-    }
     if path is None:
-        return entry
+        return CliInfo(provider.name, provider.executable, None, False, None, None)
     env = config.child_env({})
     result = await _output([path, "--version"], env=env, run_as=config.run_as)
-    entry["version"] = (
-        result["stdout"].strip().splitlines()[0] if result["stdout"].strip() else None
-    )
-    if result["exitCode"] != 0 or entry["version"] is None:
-        entry["error"] = f"`{provider.executable} --version` exited {result['exitCode']}: " + (
+    version = result["stdout"].strip().splitlines()[0] if result["stdout"].strip() else None
+    error = None
+    if result["exitCode"] != 0 or version is None:
+        error = f"`{provider.executable} --version` exited {result['exitCode']}: " + (
             result["stderr"].strip()[-300:] or "no output"
         )
-    return entry
+    return CliInfo(provider.name, provider.executable, path, True, version, error)
 
 
 def _credential_dirs() -> list[str]:
@@ -101,11 +93,10 @@ def _credential_dirs() -> list[str]:
     return sorted(d for d in dirs if d != ".")
 
 
-def _credential_dir(config: AgentConfig, relative: str) -> dict[str, Any]:
+def _credential_dir(config: AgentConfig, relative: str) -> CredentialDir:
     path = config.home / relative
-    entry: dict[str, Any] = {"path": str(path), "exists": path.is_dir()}
-    if not entry["exists"]:
-        return {**entry, "ok": False, "problem": "missing"}
+    if not path.is_dir():
+        return CredentialDir(str(path), exists=False, ok=False, problem="missing")
     st = path.stat()
     owner = _user_name(st.st_uid)
     mode = stat.S_IMODE(st.st_mode)
@@ -115,13 +106,10 @@ def _credential_dir(config: AgentConfig, relative: str) -> dict[str, Any]:
         problems.append(f"owned by {owner}, expected {config.user_name}")
     if mode & 0o077:
         problems.append(f"mode {mode:04o} lets others in; expected 0700")
-    return {
-        **entry,
-        "owner": owner,
-        "mode": f"{mode:04o}",
-        "ok": not problems,
-        "problem": "; ".join(problems) or None,
-    }
+    return CredentialDir(
+        str(path), exists=True, owner=owner, mode=f"{mode:04o}", ok=not problems,
+        problem="; ".join(problems) or None,
+    )  # fmt: skip
 
 
 def _user_name(uid: int) -> str:

@@ -8,7 +8,8 @@ of the snapshot. Before the controller hands a clone to a user it calls::
     {"token": "<this VM's own token>", "hostname": "rcli-3f2a...",
      "entropy": "<base64, >= 32 bytes>", "time": 1796000000.25}
 
-and the agent, all checks first so nothing is half-applied:
+and the agent, all checks first (``wire.SetIdentity.parse``) so nothing is
+half-applied:
 
 - mixes ``entropy`` into the kernel's pool and reseeds the CRNG at once
   (RNDADDENTROPY + RNDRESEEDCRNG, when root with --machine-identity; else a
@@ -28,84 +29,35 @@ the token still rotates and the answer says what was not applied and why.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fcntl
 import os
-import re
 import socket
 import struct
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from remotecli.agent.errors import BadRequest
+from remotecli.agent.wire import IdentityApplied, SetIdentity
 
-MIN_TOKEN = 16
-MIN_ENTROPY_BYTES = 32
-MAX_ENTROPY_BYTES = 512
 #: _IOW('R', 0x03, int[2]) from <linux/random.h>.
 RNDADDENTROPY = 0x40085203
 #: _IO('R', 0x07): make the CRNG reseed from the pool now. Without it a clone
 #: keeps drawing the golden VM's next random bytes until the kernel's own
 #: reseed interval passes (measured: two clones made the same session id).
 RNDRESEEDCRNG = 0x5207
-HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: it travels in a header
 
 
-@dataclass(frozen=True)
-class NewIdentity:
-    token: str
-    hostname: str
-    entropy: bytes
-    time: float | None
-
-
-def parse(body: dict[str, Any]) -> NewIdentity:
-    unknown = set(body) - {"token", "hostname", "entropy", "time"}
-    if unknown:
-        raise BadRequest(f"unknown fields: {', '.join(sorted(unknown))}", code="invalid_body")
-    token = body.get("token")
-    if not isinstance(token, str) or len(token) < MIN_TOKEN or not TOKEN.fullmatch(token):
-        raise BadRequest(
-            f"'token' must be at least {MIN_TOKEN} printable characters without spaces",
-            code="invalid_token_value",
-        )
-    hostname = body.get("hostname")
-    if not isinstance(hostname, str) or not HOSTNAME.fullmatch(hostname):
-        raise BadRequest(
-            "'hostname' must be one DNS label: a-z, 0-9 and '-', at most 63 characters",
-            code="invalid_hostname",
-        )
-    raw = body.get("entropy")
-    try:
-        entropy = base64.b64decode(raw, validate=True) if isinstance(raw, str) else b""
-    except (binascii.Error, ValueError):
-        entropy = b""
-    if not MIN_ENTROPY_BYTES <= len(entropy) <= MAX_ENTROPY_BYTES:
-        raise BadRequest(
-            f"'entropy' must be base64 of {MIN_ENTROPY_BYTES} to {MAX_ENTROPY_BYTES} random bytes",
-            code="invalid_entropy",
-        )
-    when = body.get("time")
-    if when is not None and (isinstance(when, bool) or not isinstance(when, int | float)):
-        raise BadRequest("'time' must be seconds since the epoch", code="invalid_body")
-    return NewIdentity(token, hostname, entropy, float(when) if when is not None else None)
-
-
-def apply(new: NewIdentity, *, machine: bool, token_file: Path | None) -> dict[str, Any]:
+def apply(new: SetIdentity, *, machine: bool, token_file: Path | None) -> IdentityApplied:
     """Apply what this agent may; return what was done (never the token or the entropy)."""
     applied: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     is_root = os.geteuid() == 0
     if machine and is_root:
-        _credit_entropy(new.entropy)
+        _credit_entropy(new.entropy_bytes())
         applied["entropy"] = "credited"
     else:
         with open("/dev/urandom", "wb") as pool:
-            pool.write(new.entropy)
+            pool.write(new.entropy_bytes())
         applied["entropy"] = "mixed"
     if not machine:
         why = "the agent runs without --machine-identity (not a VM of ours)"
@@ -126,7 +78,7 @@ def apply(new: NewIdentity, *, machine: bool, token_file: Path | None) -> dict[s
             fh.write(new.token + "\n")
         tmp.replace(token_file)
     applied["token"] = "rotated"  # noqa: S105 - a status word, not a secret
-    return {"applied": applied, "skipped": skipped, "hostname": socket.gethostname()}
+    return IdentityApplied(applied=applied, skipped=skipped, hostname=socket.gethostname())
 
 
 def _credit_entropy(data: bytes) -> None:

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import os
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
 
 from remotecli.agent.config import AgentConfig
 from remotecli.agent.credentials import CredentialStore
@@ -25,6 +23,7 @@ from remotecli.agent.errors import BadRequest, Conflict, NotFound, UpstreamFaile
 from remotecli.agent.log import log, redact
 from remotecli.agent.process import PTY_COLUMNS, spawn, stop_group
 from remotecli.agent.relay import check_callback, forward
+from remotecli.agent.wire import Callback, LoginPhase, Problem, Session
 from remotecli.providers import Provider
 from remotecli.providers.base import InvalidCode, LoginCommand, LoginMode, LoginView
 from remotecli.providers.terminal import Transcript
@@ -36,22 +35,10 @@ CREDENTIAL_POLL_SECONDS = 0.25
 KEEP_ENDED = 200
 
 
-class Phase(enum.StrEnum):
-    STARTING = "starting"
-    AWAITING_USER = "awaiting_user"
-    VERIFYING = "verifying"
-    AUTHENTICATED = "authenticated"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
+#: The agent's login phase is the wire's (the host reads the same enum).
+Phase = LoginPhase
 
-    @property
-    def ended(self) -> bool:
-        return self in _ENDED
-
-
-_ENDED = {Phase.AUTHENTICATED, Phase.FAILED, Phase.CANCELLED, Phase.EXPIRED}
-_ENDINGS = frozenset(_ENDED)
+_ENDINGS = frozenset(p for p in Phase if p.ended)
 _TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.STARTING: frozenset({Phase.AWAITING_USER}) | _ENDINGS,
     Phase.AWAITING_USER: frozenset({Phase.VERIFYING}) | _ENDINGS,
@@ -78,7 +65,7 @@ class LoginSession:
         self.store = store
         self.phase = Phase.STARTING
         self.view = LoginView()
-        self.error: dict[str, str] | None = None
+        self.error: Problem | None = None
         self.exit_code: int | None = None
         self.created_at = time.time()
         self._t0 = time.monotonic()
@@ -191,10 +178,10 @@ class LoginSession:
             status=status,
         )
         if status >= 400 and self.phase is Phase.VERIFYING:
-            self.error = {
-                "code": "callback_rejected",
-                "message": f"the CLI refused the callback (HTTP {status})",
-            }
+            self.error = Problem(
+                code="callback_rejected",
+                message=f"the CLI refused the callback (HTTP {status})",
+            )
             self._transition(Phase.AWAITING_USER)
         return status
 
@@ -230,11 +217,11 @@ class LoginSession:
             and view.code_prompts > self._prompts_at_submit
         ):
             # The CLI asked again: it refused the code (Gemini also shows a new URL).
-            self.error = {
-                "code": "code_rejected",
-                "message": view.rejection
+            self.error = Problem(
+                code="code_rejected",
+                message=view.rejection
                 or "The CLI did not accept that code. Open the newest link and paste the new code.",
-            }
+            )
             self._transition(Phase.AWAITING_USER)
         self._notify()
 
@@ -297,7 +284,7 @@ class LoginSession:
 
     def _credentials_saved(self) -> bool:
         current = self.store.read(self.provider)
-        return bool(current["complete"]) and current["version"] != self._creds_before
+        return current.complete and current.version != self._creds_before
 
     async def _finish(
         self, phase: Phase, code: str | None = None, message: str | None = None
@@ -306,7 +293,7 @@ class LoginSession:
             return
         self._transition(phase)
         if code is not None and message is not None:
-            self.error = {"code": code, "message": message}
+            self.error = Problem(code, message)
         elif phase is Phase.AUTHENTICATED:
             self.error = None
         self.timings["endedMs"] = self._elapsed_ms()
@@ -363,27 +350,27 @@ class LoginSession:
 
     # -- views -----------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_wire(self) -> Session:
         mode = self.command.mode
         callback = self.view.callback
-        return {
-            "sessionId": self.id,
-            "provider": self.provider.name,
-            "mode": mode.value,
-            "phase": self.phase.value,
-            "authenticated": self.phase is Phase.AUTHENTICATED,
-            "oauthUrl": self.view.url,
-            "userCode": self.view.user_code,
-            "instructions": self.command.instructions,
-            "awaitingCode": self.phase is Phase.AWAITING_USER
+        return Session(
+            session_id=self.id,
+            provider=self.provider.name,
+            mode=mode,
+            phase=self.phase,
+            authenticated=self.phase is Phase.AUTHENTICATED,
+            oauth_url=self.view.url,
+            user_code=self.view.user_code,
+            instructions=self.command.instructions,
+            awaiting_code=self.phase is Phase.AWAITING_USER
             and mode in (LoginMode.PASTE_CODE, LoginMode.LOCALHOST_CALLBACK),
-            "callback": {"port": callback.port, "path": callback.path} if callback else None,
-            "error": self.error,
-            "exitCode": self.exit_code,
-            "createdAt": _iso(self.created_at),
-            "expiresAt": _iso(self.created_at + self.deadline_seconds),
-            "timings": dict(self.timings),
-        }
+            callback=Callback(callback.port, callback.path) if callback else None,
+            error=self.error,
+            exit_code=self.exit_code,
+            created_at=_iso(self.created_at),
+            expires_at=_iso(self.created_at + self.deadline_seconds),
+            timings=dict(self.timings),
+        )
 
 
 class LoginManager:

@@ -1,7 +1,8 @@
 """Prompt runs: the CLI headless with pipes, its stream parsed into normalized events.
 
-A run is an async generator of JSON-ready dicts, streamed as NDJSON:
-``run.started``, the provider's normalized events, then ``run.finished`` with
+A run is an async generator of the wire's typed events (``wire.RunEvent``),
+streamed as NDJSON: ``run.started``, the provider's normalized events, then
+``run.finished`` with
 the exit code and the credentials' content version (the controller syncs the
 files back when it changed: Claude and Codex rotate refresh tokens). A run
 has a deadline (Codex offline never exits by itself), and it is stopped, with
@@ -17,13 +18,13 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncGenerator
-from typing import Any
 
 from remotecli.agent.config import AgentConfig
 from remotecli.agent.credentials import CredentialStore
 from remotecli.agent.errors import NotFound
 from remotecli.agent.log import log, redact
 from remotecli.agent.process import spawn, stop_group
+from remotecli.agent.wire import RunEvent, RunFinished, RunInfo, RunStarted
 from remotecli.providers import Provider
 from remotecli.providers.base import LoginMode, PromptOptions
 from remotecli.providers.events import Error
@@ -52,17 +53,17 @@ class PromptRun:
         self.cancelled = asyncio.Event()
         self.exit_code: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "runId": self.id,
-            "provider": self.provider.name,
-            "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
-            "exitCode": self.exit_code,
-        }
+    def to_wire(self) -> RunInfo:
+        return RunInfo(
+            run_id=self.id,
+            provider=self.provider.name,
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+            exit_code=self.exit_code,
+        )
 
     async def events(
         self, config: AgentConfig, store: CredentialStore, disconnected: asyncio.Event
-    ) -> AsyncGenerator[dict[str, Any], None]:
+    ) -> AsyncGenerator[RunEvent, None]:
         provider = self.provider
         mode = LoginMode.API_KEY if self.api_key else provider.login_modes[0]
         store.prepare(provider, mode)
@@ -75,7 +76,7 @@ class PromptRun:
             command.argv, env=env, cwd=str(config.workspace), run_as=config.run_as, pty=False
         )
         log("run.started", run=self.id, provider=provider.name, pid=proc.pid)
-        yield {"type": "run.started", "runId": self.id, "provider": provider.name}
+        yield RunStarted(run_id=self.id, provider=provider.name)
         assert proc.stdout is not None and proc.stderr is not None
         stderr_tail: collections.deque[bytes] = collections.deque()
         stderr_task = asyncio.create_task(_collect_tail(proc.stderr, stderr_tail))
@@ -88,7 +89,7 @@ class PromptRun:
                     stop_reason = line.reason
                     break
                 for event in parser.feed(line):
-                    yield event.to_dict()
+                    yield event
                     if isinstance(event, Error) and event.code in _LOGIN_AGAIN:
                         # Claude retries a 401 for minutes; the user must log in
                         # again, so waiting helps nobody.
@@ -110,23 +111,20 @@ class PromptRun:
                     code="timeout",
                     exit_code=exit_code,
                     stderr_tail=tail or None,
-                ).to_dict()
+                )
             elif stop_reason in ("cancelled", "disconnected"):
-                yield Error(
-                    message="the run was cancelled", code="cancelled", exit_code=exit_code
-                ).to_dict()
+                yield Error(message="the run was cancelled", code="cancelled", exit_code=exit_code)
             elif stop_reason is None:
                 for event in parser.finish(exit_code, tail):
-                    yield event.to_dict()
+                    yield event
             after = store.version(provider)
-            yield {
-                "type": "run.finished",
-                "runId": self.id,
-                "exitCode": exit_code,
-                "durationMs": round((time.monotonic() - t0) * 1000, 1),
-                "credentialsVersion": after,
-                "credentialsChanged": after != before,
-            }
+            yield RunFinished(
+                run_id=self.id,
+                exit_code=exit_code,
+                duration_ms=round((time.monotonic() - t0) * 1000, 1),
+                credentials_version=after,
+                credentials_changed=after != before,
+            )
             log(
                 "run.finished",
                 run=self.id,

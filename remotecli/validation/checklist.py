@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from remotecli.agent.codec import to_json
 from remotecli.errors import NotReady
 from remotecli.vmm.agentclient import AgentClient
 from remotecli.vmm.base import Backend, InstanceSpec, Phase, Readiness
@@ -163,7 +164,10 @@ async def validate(
         async with AgentClient(instance.agent_endpoint, token) as agent:
             health = await agent.health()
             diagnostics = await agent.diagnostics()
-        report.checks = evaluate(report.readiness, health, diagnostics, expected_clis)
+        # Judged as the seed's JSON (what its team read), so missing keys show as missing.
+        report.checks = evaluate(
+            report.readiness, to_json(health), to_json(diagnostics), expected_clis
+        )
         return report
     finally:
         await instance.destroy()

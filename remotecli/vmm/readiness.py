@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from remotecli.agent.wire import HEALTH
 from remotecli.errors import NotReady
 from remotecli.images import layout
 from remotecli.vmm import diagnose
@@ -138,7 +139,9 @@ async def probe_health(
         async with asyncio.timeout(timeout):
             reader, writer = await socket.open_connection()
             try:
-                request = f"GET /health HTTP/1.1\r\nHost: agent\r\n{auth}Connection: close\r\n\r\n"
+                # The route is the wire's; the request is raw so that it probes the socket alone.
+                line = f"{HEALTH.method} {HEALTH.path} HTTP/1.1"
+                request = f"{line}\r\nHost: agent\r\n{auth}Connection: close\r\n\r\n"
                 writer.write(request.encode())
                 await writer.drain()
                 raw = await reader.read()

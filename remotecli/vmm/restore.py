@@ -22,8 +22,9 @@ import base64
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from remotecli.agent.wire import IdentityApplied, SetIdentity
 from remotecli.errors import NotReady, RemoteCliError, VmError
 from remotecli.vmm.agentclient import AgentClient, AgentRequestError
 from remotecli.vmm.base import (
@@ -106,25 +107,24 @@ async def wait_restored(
 
 async def refresh_identity(
     endpoint: AgentEndpoint, *, golden_token: str, token: str, hostname: str
-) -> dict[str, Any]:
+) -> IdentityApplied:
     """``POST /identity`` with the golden token, then prove the swap with a round trip."""
     async with AgentClient(endpoint, golden_token, timeout=10.0) as golden:
-        done = await golden.request(
-            "POST", "/identity",
-            json={
-                "token": token, "hostname": hostname, "time": time.time(),
-                "entropy": base64.b64encode(os.urandom(64)).decode(),
-            },
+        done = await golden.set_identity(
+            SetIdentity(
+                token=token, hostname=hostname, time=time.time(),
+                entropy=base64.b64encode(os.urandom(64)).decode(),
+            )
         )  # fmt: skip
         try:
-            await golden.request("GET", "/sessions")
+            await golden.logins()
         except AgentRequestError as exc:
             if exc.status != 401:
                 raise
         else:
             raise VmError("the golden token still works after the identity refresh")
     async with AgentClient(endpoint, token, timeout=10.0) as own:
-        await own.request("GET", "/sessions")
+        await own.logins()
     return done
 
 

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from remotecli.agent.codec import to_json
 from remotecli.controller.db import engine as db
 from remotecli.controller.db.models import Credential, CredentialState, User, utcnow
 from remotecli.controller.vault import credentials
@@ -100,7 +101,9 @@ async def test_captured_files_are_sealed_and_open_to_what_was_captured(
     assert record.expires_at is not None
     assert abs((record.expires_at - expires).total_seconds()) < 0.01
     assert b"tok-1" not in record.ciphertext and record.key_id == "k1"
-    assert files[0].to_agent() == {"path": CLAUDE, "content": files[0].content, "encoding": "utf-8"}
+    assert to_json(files[0].to_agent()) == {
+        "path": CLAUDE, "content": files[0].content, "encoding": "utf-8",
+    }  # fmt: skip
     assert "tok-1" not in repr(files) and "tok-1" not in repr(
         credentials.open_secret(vault, record)
     )

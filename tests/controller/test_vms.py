@@ -184,7 +184,7 @@ def test_destroy_runs_hooks_and_delete_is_idempotent(
         seen: list[tuple[str, str]] = []
 
         async def sync_back(handle: VmHandle) -> None:
-            seen.append((handle.vm_id, (await handle.agent.health())["status"]))
+            seen.append((handle.vm_id, (await handle.agent.health()).status))
 
         async def broken(handle: VmHandle) -> None:
             raise RuntimeError("the vault is down")

@@ -52,13 +52,12 @@ def test_claims_restore_the_golden_snapshot_and_clones_are_themselves(
         assert set(row["phases"]["skipped"]) == {"KERNEL_BOOTED", "INIT_STARTED", "AGENT_LISTENING"}
 
         # The controller's client speaks with the clone's own token; the golden one is dead.
-        sessions = ctl.call(handle.agent.request("GET", "/sessions"))
-        assert sessions["sessions"] == []
+        assert ctl.call(handle.agent.logins()) == []
 
         async def golden_refused() -> int:
             async with AgentClient(handle.instance.agent_endpoint, snapshot.golden_token) as old:
                 try:
-                    await old.request("GET", "/sessions")
+                    await old.logins()
                 except AgentRequestError as exc:
                     return exc.status
             return 200

@@ -1,7 +1,8 @@
 """Hostile input against the real agent process, from its OpenAPI document.
 
-``remotecli/agent/openapi.py`` describes the hand-written router; the first
-test fails when the document and the routes ``AgentApp`` serves drift apart.
+``remotecli/agent/openapi.py`` generates the document from the wire
+(``agent/wire.py``), which the router is built from too; the first test fails
+when the document and the routes ``AgentApp`` serves drift apart.
 Schemathesis then fuzzes the real agent (``python -S -E``, the test bed's fake
 CLIs) over TCP: with the VM token, no 5xx, no stack trace, JSON errors with
 ``code`` and ``message``, and a rejected request changes nothing (the logins,

@@ -140,7 +140,7 @@ async def _boot(artifacts: VmArtifacts, rootfs: Path) -> tuple[dict[str, float],
             await instance.start()
             readiness = await instance.wait_ready()
             async with AgentClient(instance.agent_endpoint, spec.agent_token) as agent:
-                assert (await agent.health())["status"] == "ok"
+                assert (await agent.health()).status == "ok"
             console = instance.console_path.read_text(errors="replace")
         finally:
             await instance.destroy()

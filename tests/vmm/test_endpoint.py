@@ -88,7 +88,7 @@ async def test_vsock_endpoint_does_the_connect_handshake(
         probe = await probe_health(endpoint, token=tcp_agent.token)
         assert probe.ok, probe.detail
         async with AgentClient(endpoint, tcp_agent.token) as agent:
-            assert (await agent.health())["status"] == "ok"
+            assert (await agent.health()).status == "ok"
             assert (await agent.request("GET", "/sessions"))["sessions"] == []
     assert seen and all(line == b"CONNECT 8080\n" for line in seen)
 

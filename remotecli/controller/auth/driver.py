@@ -14,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from remotecli.agent import wire
+from remotecli.agent.codec import to_json
 from remotecli.controller.auth.session import Live, SessionRows
 from remotecli.controller.auth.states import AuthPhase
 from remotecli.controller.auth.view import AGENT_PHASES
@@ -29,17 +32,21 @@ from remotecli.controller.fleet.manager import VmHandle, VmManager
 from remotecli.controller.fleet.states import VmRole
 from remotecli.controller.vault import credentials
 from remotecli.errors import NotReady, RemoteCliError
-from remotecli.vmm.agentclient import AgentRequestError, AgentUnreachable
+from remotecli.providers.base import LoginMode
+from remotecli.vmm.agentclient import WAIT_SLACK_SECONDS, AgentRequestError, AgentUnreachable
 
 log = logging.getLogger("remotecli.controller.auth")
+
+#: What one long-poll of a login answers (its link, or its status).
+Polled = TypeVar("Polled", wire.LoginUrl, wire.LoginStatus)
 
 #: How long the agent waits for the CLI's URL before answering the start
 #: (Gemini, the slowest, prints it ~1.4 s after spawn; a loaded host is slower).
 START_WAIT_SECONDS = 20.0
-#: One long-poll of the agent's /credentials/status (the agent caps waits at 30 s).
+#: One long-poll of the agent's login status (the agent caps waits at 30 s).
 POLL_SECONDS = 25.0
-#: Transport slack on top of a long-poll's own wait.
-HTTP_SLACK_SECONDS = 15.0
+#: Transport slack on top of a long-poll's own wait (the client's).
+HTTP_SLACK_SECONDS = WAIT_SLACK_SECONDS
 #: Consecutive failed polls (1 s apart) before the VM counts as lost.
 AGENT_MISSES_ALLOWED = 3
 #: Attempts to store captured files when a concurrent store took the version number.
@@ -118,11 +125,8 @@ class LoginDriver:
             timings={"claimMs": live.ms(), "vmOrigin": vm.origin},
         )
         try:
-            started = await vm.agent.request(
-                "POST",
-                f"/auth/{live.provider}",
-                json={"mode": live.mode, "waitSeconds": START_WAIT_SECONDS},
-                timeout=START_WAIT_SECONDS + HTTP_SLACK_SECONDS,
+            started = await vm.agent.start_login(
+                live.provider, LoginMode(live.mode), wait_seconds=START_WAIT_SECONDS
             )
         except (AgentRequestError, AgentUnreachable) as exc:
             raise LoginStopped(
@@ -130,21 +134,21 @@ class LoginDriver:
                 exc.code,
                 f"the login VM could not start the {live.provider} login: {exc.message}",
             ) from exc
-        live.agent_session = str(started["sessionId"])
+        live.agent_session = started.session_id
         await self.mirror(live, started)
-        status = started
-        if started.get("oauthUrl") is None and not _agent_ended(started):
+        status: wire.Session | wire.LoginUrl | wire.LoginStatus = started
+        if started.oauth_url is None and not started.phase.ended:
             status = await self._wait_url(live, vm)
         live.started.set()
-        if not _agent_ended(status):
+        if not status.phase.ended:
             status = await self._follow(live, vm)
-        phase = AGENT_PHASES.get(str(status.get("phase")), AuthPhase.FAILED)
+        phase = AGENT_PHASES[status.phase]
         if phase is not AuthPhase.CAPTURING:
-            error = status.get("error") or {}
+            error = status.error
             raise LoginStopped(
                 phase if phase.ended else AuthPhase.FAILED,
-                str(error.get("code") or "login_failed"),
-                str(error.get("message") or f"the login ended {status.get('phase')}"),
+                (error.code if error else None) or "login_failed",
+                (error.message if error else None) or f"the login ended {status.phase.value}",
             )
         # Past this point the deadline no longer applies: the user signed in.
         live.capturing = True
@@ -175,41 +179,38 @@ class LoginDriver:
         self.endings.add(task)
         task.add_done_callback(self.endings.discard)
 
-    async def _wait_url(self, live: Live, vm: VmHandle) -> dict[str, Any]:
+    async def _wait_url(self, live: Live, vm: VmHandle) -> wire.LoginUrl:
         """The CLI had not printed its URL when the start answered: wait for it."""
         while True:
-            view = await self._poll(live, vm, "/oauth-url")
+            view = await self._poll(live, lambda sid: vm.agent.login_url(sid, wait=POLL_SECONDS))
             await self.mirror(live, view)
-            if view.get("oauthUrl") is not None or _agent_ended(view):
+            if view.oauth_url is not None or view.phase.ended:
                 return view
 
-    async def _follow(self, live: Live, vm: VmHandle) -> dict[str, Any]:
+    async def _follow(self, live: Live, vm: VmHandle) -> wire.LoginStatus:
         """Long-poll the agent until the login ends (the user signs in elsewhere)."""
         while True:
-            status = await self._poll(live, vm, "/credentials/status")
-            if _agent_ended(status):
+            status = await self._poll(
+                live, lambda sid: vm.agent.login_status(sid, wait=POLL_SECONDS)
+            )
+            if status.phase.ended:
                 return status
             row = await self.rows.load(live.id)
-            phase = AGENT_PHASES.get(str(status.get("phase")))
+            phase = AGENT_PHASES[status.phase]
             if live.answering or row is None or phase is row.phase:
                 continue
             # Changed after the relay answered (e.g. a code refused late): read the
             # whole login, for the new URL and the reason, not just the phase.
             with contextlib.suppress(AgentRequestError, AgentUnreachable):
-                await self.mirror(
-                    live, await vm.agent.request("GET", f"/sessions/{live.agent_session}")
-                )
+                await self.mirror(live, await vm.agent.login(status.session_id))
 
-    async def _poll(self, live: Live, vm: VmHandle, path: str) -> dict[str, Any]:
+    async def _poll(self, live: Live, ask: Callable[[str], Awaitable[Polled]]) -> Polled:
+        """One long-poll of the agent about this login, retried while the agent is away."""
+        assert live.agent_session is not None
         misses = 0
         while True:
             try:
-                return await vm.agent.request(
-                    "GET",
-                    path,
-                    params={"sessionId": live.agent_session, "wait": POLL_SECONDS},
-                    timeout=POLL_SECONDS + HTTP_SLACK_SECONDS,
-                )
+                return await ask(live.agent_session)
             except AgentUnreachable as exc:
                 misses += 1
                 if misses > AGENT_MISSES_ALLOWED:
@@ -226,30 +227,30 @@ class LoginDriver:
                     f"the login VM's agent refused to report the login: {exc.message}",
                 ) from exc
 
-    async def mirror(self, live: Live, agent: dict[str, Any]) -> None:
+    async def mirror(self, live: Live, agent: wire.Session | wire.LoginUrl) -> None:
         """Copy what the agent says of a login in progress (URL, code, phase, error) to the row."""
         fields: dict[str, Any] = {}
         timings: dict[str, Any] = {}
-        url = agent.get("oauthUrl")
-        if isinstance(url, str):
-            fields["login_url"] = url
+        if agent.oauth_url is not None:
+            fields["login_url"] = agent.oauth_url
             timings.setdefault("urlMs", live.ms())
-        if "userCode" in agent:
-            fields["user_code"] = agent["userCode"]
-        if isinstance(agent.get("instructions"), str):
-            fields["instructions"] = agent["instructions"]
-        agent_timings = agent.get("timings") or {}
-        if isinstance(agent_timings.get("urlMs"), int | float):
-            timings["agentUrlMs"] = agent_timings["urlMs"]
-        phase = AGENT_PHASES.get(str(agent.get("phase")))
-        error = agent.get("error")
+        fields["user_code"] = agent.user_code
+        if agent.instructions is not None:
+            fields["instructions"] = agent.instructions
+        expires: str | None = None
+        if isinstance(agent, wire.Session):
+            # Only the whole login says when the CLI printed its URL and when it expires.
+            if "urlMs" in agent.timings:
+                timings["agentUrlMs"] = agent.timings["urlMs"]
+            expires = agent.expires_at
+        phase: AuthPhase | None = AGENT_PHASES[agent.phase]
+        error = agent.error
         if phase in (AuthPhase.AWAITING_USER, AuthPhase.VERIFYING):
             # e.g. code_rejected: the user may try again, so the session goes on.
-            fields["error_code"] = error.get("code") if isinstance(error, dict) else None
-            fields["error_message"] = error.get("message") if isinstance(error, dict) else None
+            fields["error_code"] = error.code if error else None
+            fields["error_message"] = error.message if error else None
         else:
             phase = None  # endings are recorded by finish(), "authenticated" by the driver
-        expires = agent.get("expiresAt")
         async with live.writing() as in_progress:
             if not in_progress:
                 return
@@ -258,7 +259,7 @@ class LoginDriver:
                 return
             if "urlMs" in timings and "urlMs" in (row.timings or {}):
                 del timings["urlMs"]  # the first URL is the click-to-URL time
-            if isinstance(expires, str):
+            if expires is not None:
                 # The agent may have a shorter deadline (Gemini: 5 min): show the earlier one.
                 with contextlib.suppress(ValueError):
                     theirs = datetime.fromisoformat(expires.replace("Z", "+00:00"))
@@ -278,9 +279,7 @@ class LoginDriver:
             live, phase=AuthPhase.CAPTURING, timings={"authenticatedMs": live.ms()}
         )
         try:
-            captured = await live.vm.agent.request(
-                "GET", "/credentials", params={"provider": live.provider}
-            )
+            captured = await live.vm.agent.read_credentials(live.provider)
         except (AgentRequestError, AgentUnreachable) as exc:
             raise LoginStopped(
                 AuthPhase.FAILED,
@@ -292,7 +291,7 @@ class LoginDriver:
             try:
                 async with session_scope(self.context.sessions) as session:
                     record = await credentials.store_files(
-                        session, self.context.vault, live.user_id, live.provider, captured
+                        session, self.context.vault, live.user_id, live.provider, to_json(captured)
                     )
                 break
             except credentials.CaptureError as exc:
@@ -346,9 +345,7 @@ class LoginDriver:
                 if phase in (AuthPhase.CANCELLED, AuthPhase.EXPIRED) and live.agent_session:
                     # Stop the CLI first so it cannot finish a login nobody will capture.
                     with contextlib.suppress(RemoteCliError):
-                        await live.vm.agent.request(
-                            "DELETE", f"/sessions/{live.agent_session}", timeout=10.0
-                        )
+                        await live.vm.agent.cancel_login(live.agent_session, timeout=10.0)
                 try:
                     await vms.destroy(live.vm.vm_id, f"auth session {live.id} {phase.value}")
                 except Exception:  # the VM manager records what was left behind
@@ -392,7 +389,3 @@ class LoginDriver:
             lambda: self.rows.write(live.id, **fields), "record the end of a login",
             give_up=lambda: self.closing, extra={"auth_session": live.id},
         )  # fmt: skip
-
-
-def _agent_ended(agent: dict[str, Any]) -> bool:
-    return str(agent.get("phase")) in ("authenticated", "failed", "cancelled", "expired")

@@ -32,13 +32,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from remotecli.agent.wire import LoginPhase
 from remotecli.controller.auth.checks import (
     relay_error,
     resolve_mode,
     resolve_provider,
     start_failed,
 )
-from remotecli.controller.auth.driver import HTTP_SLACK_SECONDS, LoginDriver
+from remotecli.controller.auth.driver import LoginDriver
 from remotecli.controller.auth.schemas import AuthSessionOut, AuthStart, CodeSubmit
 from remotecli.controller.auth.session import Live, SessionRows
 from remotecli.controller.auth.states import AuthPhase
@@ -211,10 +212,9 @@ class AuthFlows:
 
     async def _relay(self, live: Live, body: CodeSubmit) -> AuthSessionOut:
         assert live.vm is not None and live.agent_session is not None
-        answer = (
-            {"code": body.code.get_secret_value()}
-            if body.code is not None
-            else {"callbackUrl": body.callback_url.get_secret_value()}  # type: ignore[union-attr]
+        code = body.code.get_secret_value() if body.code is not None else None
+        callback_url = (
+            body.callback_url.get_secret_value() if body.callback_url is not None else None
         )
         verifying = await self.rows.update(
             live, phase=AuthPhase.VERIFYING, error_code=None, error_message=None
@@ -222,12 +222,10 @@ class AuthFlows:
         if not verifying:
             raise Conflict("this login already ended; start a new one", code="session_ended")
         try:
-            result = await live.vm.agent.request(
-                "POST",
-                f"/sessions/{live.agent_session}/code",
-                json={**answer, "waitSeconds": CODE_WAIT_SECONDS},
-                timeout=CODE_WAIT_SECONDS + HTTP_SLACK_SECONDS,
-            )
+            result = await live.vm.agent.submit_code(
+                live.agent_session, code=code, callback_url=callback_url,
+                wait_seconds=CODE_WAIT_SECONDS,
+            )  # fmt: skip
         except AgentRequestError as exc:
             # Refused before the CLI saw it (wrong state, wrong host, ...): still waiting.
             await self.rows.update(live, phase=AuthPhase.AWAITING_USER)
@@ -239,7 +237,7 @@ class AuthFlows:
                 code="agent_unreachable",
             ) from None
         await self.driver.mirror(live, result)
-        if result.get("phase") != "awaiting_user":
+        if result.phase is not LoginPhase.AWAITING_USER:
             # Accepted (or ended): the driver captures; answer with the outcome.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(live.ended.wait(), SETTLE_SECONDS)

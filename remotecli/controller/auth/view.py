@@ -9,20 +9,21 @@ from __future__ import annotations
 
 from typing import Literal
 
+from remotecli.agent.wire import LoginPhase
 from remotecli.controller.auth.schemas import AuthSessionOut, SessionError
 from remotecli.controller.auth.states import AuthPhase
 from remotecli.controller.db.models import AuthSession
 from remotecli.providers.base import LoginMode
 
-#: The agent's login phase (agent/logins.py) → ours.
-AGENT_PHASES: dict[str, AuthPhase] = {
-    "starting": AuthPhase.STARTING_LOGIN,
-    "awaiting_user": AuthPhase.AWAITING_USER,
-    "verifying": AuthPhase.VERIFYING,
-    "authenticated": AuthPhase.CAPTURING,
-    "failed": AuthPhase.FAILED,
-    "cancelled": AuthPhase.CANCELLED,
-    "expired": AuthPhase.EXPIRED,
+#: The agent's login phase (the wire's ``LoginPhase``) → ours.
+AGENT_PHASES: dict[LoginPhase, AuthPhase] = {
+    LoginPhase.STARTING: AuthPhase.STARTING_LOGIN,
+    LoginPhase.AWAITING_USER: AuthPhase.AWAITING_USER,
+    LoginPhase.VERIFYING: AuthPhase.VERIFYING,
+    LoginPhase.AUTHENTICATED: AuthPhase.CAPTURING,
+    LoginPhase.FAILED: AuthPhase.FAILED,
+    LoginPhase.CANCELLED: AuthPhase.CANCELLED,
+    LoginPhase.EXPIRED: AuthPhase.EXPIRED,
 }
 
 

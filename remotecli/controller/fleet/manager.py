@@ -4,7 +4,7 @@ Other services use it through ``context.vms()``::
 
     vms: VmManager = context.vms()
     handle = await vms.claim(VmRole.AUTH)            # pool → restore → cold, waits for ready
-    await handle.agent.request("POST", "/auth/codex", json={...})
+    await handle.agent.start_login("codex", None, wait_seconds=10)
     await vms.destroy(handle.vm_id, "login finished")
 
     handle = await vms.cli_vm(user_id)               # the user's CLI VM, or a new one

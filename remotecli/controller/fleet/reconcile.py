@@ -219,7 +219,7 @@ async def _adopt(manager: Fleet, row: Vm, instance_id: str) -> VmHandle | str:
     agent = AgentClient(instance.agent_endpoint, token, timeout=ADOPT_TIMEOUT)
     try:
         # An authenticated call: the agent behind the socket is the one the token was made for.
-        await agent.request("GET", "/sessions")
+        await agent.logins()
     except RemoteCliError as exc:
         await agent.aclose()
         return f"its agent refused the stored token ({exc.message})"

@@ -13,12 +13,15 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from remotecli.agent import wire
+from remotecli.agent.codec import to_json
 from remotecli.controller.db.models import Credential
 from remotecli.controller.errors import ApiError, BadGateway, BadRequest, Conflict
 from remotecli.controller.prompts.states import RunStatus
 from remotecli.controller.vault.states import CredentialState
 from remotecli.errors import RemoteCliError
 from remotecli.providers import get_provider
+from remotecli.providers.events import Error, Result
 from remotecli.vmm.agentclient import AgentRequestError
 
 #: The agent's codes for "the stored sign-in no longer works".
@@ -49,31 +52,28 @@ class Outcome:
     cost_usd: float | None = None
     agent_duration_ms: float | None = None
 
-    def observe(self, event: dict[str, Any]) -> bool:
+    def observe(self, event: wire.RunEvent) -> bool:
         """Note what matters for the finish; True when the event goes out to the client."""
-        kind, out = event.get("type"), self
-        if kind == "run.started":
+        out = self
+        if isinstance(event, wire.RunStarted):
             return False
-        if kind == "run.finished":
+        if isinstance(event, wire.RunFinished):
             out.finished = True
-            out.exit_code = _int(event.get("exitCode"))
-            out.credentials_changed = bool(event.get("credentialsChanged"))
-            duration = event.get("durationMs")
-            out.agent_duration_ms = float(duration) if isinstance(duration, int | float) else None
+            out.exit_code = event.exit_code
+            out.credentials_changed = event.credentials_changed
+            out.agent_duration_ms = float(event.duration_ms)
             return False
-        if kind == "result":
-            out.result_is_error = bool(event.get("isError"))
-            usage = event.get("usage")
-            out.usage = usage if isinstance(usage, dict) else None
-            cost = event.get("costUsd")
-            out.cost_usd = float(cost) if isinstance(cost, int | float) else None
-        elif kind == "error":
-            code = str(event.get("code") or "cli_error")
+        if isinstance(event, Result):
+            out.result_is_error = event.is_error
+            out.usage = to_json(event.usage)
+            out.cost_usd = float(event.cost_usd) if event.cost_usd is not None else None
+        elif isinstance(event, Error):
+            code = event.code or "cli_error"
             if code in LOGIN_AGAIN:
                 out.login_again = code
             if code != "warning" and out.error is None:
-                out.error = (code, str(event.get("message") or ""))
-        return isinstance(kind, str)
+                out.error = (code, event.message)
+        return True
 
     def status(self, *, cancelled: bool) -> RunStatus:
         if cancelled or (self.error is not None and self.error[0] == "cancelled"):
@@ -132,7 +132,3 @@ def public_error(exc: BaseException) -> dict[str, Any]:
     body = exc.to_dict() if isinstance(exc, RemoteCliError) else {}
     code, message = code_message(exc)
     return {**body, "type": "error", "code": code, "message": message}
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -31,6 +31,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from remotecli.agent import wire
+from remotecli.agent.codec import to_json
 from remotecli.controller.context import AppContext
 from remotecli.controller.db.engine import retry_unavailable, session_scope
 from remotecli.controller.db.models import PromptRun, User, new_id, utcnow
@@ -153,7 +155,7 @@ class ActiveRun:
 
     # -- 1. setup ------------------------------------------------------------------
 
-    async def _setup(self) -> AsyncGenerator[dict[str, Any], None]:
+    async def _setup(self) -> AsyncGenerator[wire.RunEvent, None]:
         spec, context = self.spec, self.service.context
         async with context.sessions() as session:
             if await session.get(User, spec.user_id) is None:
@@ -172,16 +174,16 @@ class ActiveRun:
                         run_id=holder or None,
                     )
         self._vm = vm = await self.service.use_vm(spec.user_id)
-        body: dict[str, Any] = {
-            "provider": spec.provider, "prompt": spec.prompt,
-            "timeoutSeconds": spec.timeout_seconds,
-        }  # fmt: skip
-        if spec.options:
-            body["options"] = spec.options
+        options = spec.options or {}
+        ask = wire.RunPrompt(
+            provider=spec.provider, prompt=spec.prompt, timeout_seconds=spec.timeout_seconds,
+            options=wire.RunOptions(options.get("model"), options.get("permission"))
+            if options else None,
+        )  # fmt: skip
         if api_mode:
             await self._create_row()
             secret = credentials.open_secret(context.vault, record)
-            body["apiKey"] = secret.api_key
+            ask = dataclasses.replace(ask, api_key=secret.api_key)
         else:
             self._claim = await leases.claim(
                 context.sessions, user_id=spec.user_id, provider=spec.provider,
@@ -200,7 +202,7 @@ class ActiveRun:
             log.info("credentials ready in the VM",
                      extra={"run_id": self.id, "vm_id": vm.vm_id, "provider": spec.provider,
                             "how": how, "version": fresh.version})  # fmt: skip
-        stream = vm.agent.stream("POST", "/prompts", body)
+        stream = vm.agent.run(ask)
         try:
             first = await anext(stream)
         except AgentRequestError as exc:
@@ -209,10 +211,10 @@ class ActiveRun:
         except BaseException:
             await stream.aclose()
             raise
-        if first.get("type") != "run.started" or not isinstance(first.get("runId"), str):
+        if not isinstance(first, wire.RunStarted):
             await stream.aclose()
             raise AgentFailed("the agent's stream did not start with run.started")
-        self._agent_run_id = first["runId"]
+        self._agent_run_id = first.run_id
         return stream
 
     async def _create_row(self) -> None:
@@ -267,7 +269,7 @@ class ActiveRun:
 
     # -- 2. the stream -------------------------------------------------------------
 
-    async def _stream(self, stream: AsyncGenerator[dict[str, Any], None]) -> None:
+    async def _stream(self, stream: AsyncGenerator[wire.RunEvent, None]) -> None:
         assert self._vm is not None
         vm = self._vm
         self.emit("run", {"runId": self.id, "vmId": vm.vm_id, "provider": self.spec.provider,
@@ -278,7 +280,8 @@ class ActiveRun:
                 self._deadline = dl
                 async for event in stream:
                     if self.outcome.observe(event):
-                        self.emit(str(event["type"]), event)
+                        # The SSE event is the agent's JSON of the event, key for key.
+                        self.emit(event.type, to_json(event))
         except TimeoutError:
             if not self._cancelled.is_set():
                 self._fail("timeout", f"the agent did not finish the run within "
@@ -318,7 +321,8 @@ class ActiveRun:
     async def _cancel_in_agent(self, agent: AgentClient) -> None:
         await self._cancelled.wait()
         try:
-            await agent.request("DELETE", f"/prompts/{self._agent_run_id}", timeout=10.0)
+            assert self._agent_run_id is not None  # set before the stream (and this) began
+            await agent.cancel_run(self._agent_run_id, timeout=10.0)
         except AgentRequestError as exc:
             if exc.code != "unknown_run":  # it finished meanwhile: nothing to stop
                 log.warning("the agent refused to cancel the run: %s", exc.code,

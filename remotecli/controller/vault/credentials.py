@@ -30,6 +30,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from remotecli.agent.wire import FileIn
 from remotecli.controller.db.models import Credential, User, utcnow
 from remotecli.controller.vault.cipher import Sealed, Vault
 from remotecli.controller.vault.facts import FileFacts, facts_for
@@ -67,9 +68,9 @@ class StoredFile:
             return base64.b64decode(self.content, validate=True)
         return self.content.encode()
 
-    def to_agent(self) -> dict[str, str]:
+    def to_agent(self) -> FileIn:
         """The entry for the agent's ``POST /credentials/write``."""
-        return {"path": self.path, "content": self.content, "encoding": self.encoding}
+        return FileIn(self.path, self.content, "base64" if self.encoding == "base64" else "utf-8")
 
 
 @dataclass(frozen=True, repr=False)

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from remotecli.agent import wire
+from remotecli.agent.codec import to_json
 from remotecli.controller.db.engine import session_scope
 from remotecli.controller.db.models import Credential
 from remotecli.controller.vault import credentials, leases
@@ -51,9 +53,9 @@ class SyncOutcome:
     skipped: str | None = None
 
 
-async def read_copy(agent: AgentClient, provider: str) -> dict[str, Any]:
+async def read_copy(agent: AgentClient, provider: str) -> wire.Credentials:
     """The agent's ``GET /credentials`` answer (files, content version)."""
-    return await agent.request("GET", "/credentials", params={"provider": provider})
+    return await agent.read_credentials(provider)
 
 
 async def prepare(
@@ -68,7 +70,7 @@ async def prepare(
     needs: Claude's onboarding flag, Gemini's settings).
     """
     held = await read_copy(agent, claim.provider)
-    vm_version = held.get("version")
+    vm_version = held.version
     if vm_version is not None and vm_version == record.content_version:
         async with session_scope(context.sessions) as session:
             await leases.record_copy(
@@ -91,14 +93,11 @@ async def prepare(
         if outcome.stored is not None:
             return "synced"
     files = credentials.open_files(context.vault, record)
-    written = await agent.request(
-        "POST", "/credentials/write",
-        json={"provider": claim.provider, "files": [f.to_agent() for f in files]},
-    )  # fmt: skip
+    written = await agent.write_credentials(claim.provider, [f.to_agent() for f in files])
     async with session_scope(context.sessions) as session:
         await leases.record_copy(
             session, user_id=claim.user_id, provider=claim.provider, vm_id=claim.vm_id,
-            credential_version=record.version, content_version=written.get("version"),
+            credential_version=record.version, content_version=written.version,
         )  # fmt: skip
     return "written"
 
@@ -111,9 +110,9 @@ async def sync_back(
 
 
 async def _store(
-    context: VaultAccess, user_id: str, provider: str, vm_id: str, held: dict[str, Any]
+    context: VaultAccess, user_id: str, provider: str, vm_id: str, held: wire.Credentials
 ) -> SyncOutcome:
-    version = held.get("version")
+    version = held.version
     async with session_scope(context.sessions) as session:
         # Locked on PostgreSQL: the run's own sync-back and a before-destroy
         # hook may race; the second then sees the first's content version.
@@ -129,14 +128,16 @@ async def _store(
                 extra={"user_id": user_id, "provider": provider, "vm_id": vm_id},
             )
             return SyncOutcome(changed=True, skipped="relogged")
-        if not held.get("complete"):
+        if not held.complete:
             log.warning(
                 "not syncing back an incomplete set of credential files",
                 extra={"user_id": user_id, "provider": provider, "vm_id": vm_id,
-                       "missing": held.get("missing")},
+                       "missing": held.missing},
             )  # fmt: skip
             return SyncOutcome(changed=True, skipped="incomplete")
-        record = await credentials.store_files(session, context.vault, user_id, provider, held)
+        record = await credentials.store_files(
+            session, context.vault, user_id, provider, to_json(held)
+        )
         await leases.record_copy(
             session, user_id=user_id, provider=provider, vm_id=vm_id,
             credential_version=record.version, content_version=version,

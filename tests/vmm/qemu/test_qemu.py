@@ -60,7 +60,7 @@ async def test_a_clone_is_restored_with_its_own_token_and_hostname(
     ]  # fmt: skip
     assert Phase.KERNEL_BOOTED in clone.readiness.skipped
     async with AgentClient(clone.agent_endpoint, clone.spec.agent_token) as own:
-        assert (await own.health())["status"] == "ok"
+        assert (await own.health()).status == "ok"
         await own.request("GET", "/sessions")
     async with AgentClient(clone.agent_endpoint, golden.golden_token) as old:
         with pytest.raises(AgentRequestError) as refused:

@@ -17,6 +17,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from remotecli.agent.codec import to_json
 from remotecli.controller.api.deps import Admin, Context
 from remotecli.controller.db.models import PromptRun, Vm
 from remotecli.controller.errors import NotFound
@@ -271,13 +272,14 @@ async def vm_sessions(vm_id: VmId, context: Context, admin: Admin) -> AgentSessi
         return AgentSessions(live=False, sessions=[], runs=[], recent_runs=recent,
                              agent_error=None)  # fmt: skip
     try:
-        logins = await handle.agent.request("GET", "/sessions", timeout=AGENT_SECONDS)
-        running = await handle.agent.request("GET", "/prompts", timeout=AGENT_SECONDS)
+        logins = await handle.agent.logins(timeout=AGENT_SECONDS)
+        running = await handle.agent.runs(timeout=AGENT_SECONDS)
     except (AgentUnreachable, AgentRequestError) as exc:
         return AgentSessions(live=True, sessions=[], runs=[], recent_runs=recent,
                              agent_error={"code": exc.code, "message": str(exc)})  # fmt: skip
-    sessions = [{k: s.get(k) for k in SESSION_FIELDS} for s in logins.get("sessions", [])]
-    return AgentSessions(live=True, sessions=sessions, runs=list(running.get("runs", [])),
+    shown = [to_json(s) for s in logins]
+    sessions = [{k: s[k] for k in SESSION_FIELDS} for s in shown]
+    return AgentSessions(live=True, sessions=sessions, runs=[to_json(r) for r in running],
                          recent_runs=recent, agent_error=None)  # fmt: skip
 
 
