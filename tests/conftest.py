@@ -14,8 +14,7 @@ import pytest
 
 from remotecli.controller.settings import Settings
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, fake_cli_bin_dir
-from tests.agent_harness import RunningAgent, run_agent
-from tests.pg import create_database, throwaway_cluster
+from tests.support.agent_harness import RunningAgent, run_agent
 from tests.support.controller import (
     Controller,
     auth_controller,
@@ -23,6 +22,7 @@ from tests.support.controller import (
     reap_all,
     run_controller,
 )
+from tests.support.pg import create_database, throwaway_cluster
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agent_harness import RunningAgent, run_agent
+from tests.support.agent_harness import RunningAgent, run_agent
 
 
 def _error(response: httpx.Response, status: int, code: str) -> str:
@@ -267,7 +267,7 @@ def test_the_agent_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.agent_harness import copy_agent
+    from tests.support.agent_harness import copy_agent
 
     root = copy_agent(tmp_path / "image")
     result = subprocess.run(

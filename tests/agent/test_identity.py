@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.agent_harness import RunningAgent, run_agent
+from tests.support.agent_harness import RunningAgent, run_agent
 
 
 def identity(**overrides: Any) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from remotecli.testbed import OAuthServer, approve_device, login
-from tests.agent_harness import RunningAgent, port_is_listening, run_agent
-from tests.agent_helpers import all_gone, error_of, start_login, wait_ended
 from tests.support import procfs
+from tests.support.agent_harness import RunningAgent, port_is_listening, run_agent
+from tests.support.agent_helpers import all_gone, error_of, start_login, wait_ended
 from tests.support.user import PASSWORD, USER
 
 

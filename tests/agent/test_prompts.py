@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from remotecli.testbed import OAuthServer
-from tests.agent_harness import RunningAgent
-from tests.agent_helpers import all_gone, log_in, run_prompt
 from tests.support import procfs
+from tests.support.agent_harness import RunningAgent
+from tests.support.agent_helpers import all_gone, log_in, run_prompt
 from tests.support.poll import eventually
 from tests.support.user import PASSWORD, USER
 

@@ -29,15 +29,15 @@ from remotecli.testbed import OAuthServer, login
 from remotecli.vmm.fake.backend import FakeInstance
 from remotecli.vmm.nspawn.backend import NspawnInstance
 from remotecli.vmm.statedir import mounts_under
-from tests.faults import (
+from tests.support import procfs
+from tests.support.controller import Controller, vm_controller
+from tests.support.faults import (
     leaks,
     processes_of,
     recording_logs,
     sigkill,
     sigkill_group,
 )
-from tests.support import procfs
-from tests.support.controller import Controller, vm_controller
 from tests.support.poll import eventually
 from tests.support.streams import Event, EventReader, text_of
 from tests.support.user import PASSWORD, USER, answer_for

@@ -35,8 +35,8 @@ import pytest
 from remotecli.controller.fleet.store import instance_id_for
 from remotecli.controller.settings import Settings
 from remotecli.testbed import OAuthServer
-from tests.pg import _as_postgres, create_database, pg_bin, throwaway_cluster
 from tests.support.controller_process import ControllerProcess, refresh_token_of
+from tests.support.pg import _as_postgres, create_database, pg_bin, throwaway_cluster
 from tests.support.poll import eventually
 
 pytestmark = pytest.mark.timeout(180)

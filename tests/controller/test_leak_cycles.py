@@ -1,4 +1,4 @@
-"""Claim/destroy cycles through the real controller leave nothing (tests/leakcheck.py looks).
+"""Claim/destroy cycles through the real controller leave nothing (tests/support/leakcheck.py).
 
 Then whole logins through the API (done, and cancelled while the CLI waits).
 The whole controller life is inside the watch (uvicorn thread, database pool,
@@ -24,8 +24,8 @@ from remotecli.controller.settings import Settings
 from remotecli.errors import NotReady
 from remotecli.testbed import OAuthServer
 from remotecli.vmm.fake.backend import FakeBackend, FakeFault
-from tests.leakcheck import no_leaks
 from tests.support.controller import Controller, auth_controller, vm_controller
+from tests.support.leakcheck import no_leaks
 from tests.support.poll import eventually
 from tests.support.user import answer_for
 

@@ -30,8 +30,8 @@ from remotecli.controller.vault.cipher import Sealed, Vault
 from remotecli.server import app as server_app
 from remotecli.server.demo import Demo
 from remotecli.testbed import OAuthServer, approve_device, authority, login, tokens
-from tests.faults import Recorder, find, mask
 from tests.support.controller import run_controller
+from tests.support.faults import Recorder, find, mask
 from tests.support.poll import eventually
 from tests.support.user import PASSWORD, USER
 

@@ -17,9 +17,9 @@ from sqlalchemy import Engine, create_engine
 
 from remotecli.controller.settings import Settings
 from remotecli.testbed import TESTBED_URL_ENV, OAuthServer, fake_cli_bin_dir
-from tests.agent_harness import RunningAgent, run_agent
-from tests.pg import create_database
+from tests.support.agent_harness import RunningAgent, run_agent
 from tests.support.controller import Controller, prompt_world
+from tests.support.pg import create_database
 
 __all__ = ["fuzz_agent", "fuzz_db", "fuzz_world"]
 

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import remotecli
-from tests.agent_harness import PACKAGE
+from tests.support.agent_harness import PACKAGE
 
 #: Deterministic and bounded: the same examples on every run (CI repeats what a
 #: developer saw), a handful per operation so the whole fuzz stays in budget.

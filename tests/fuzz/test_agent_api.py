@@ -30,9 +30,9 @@ from remotecli.agent.app import AgentApp
 from remotecli.agent.config import AgentConfig
 from remotecli.agent.openapi import DOCUMENT
 from remotecli.providers import PROVIDERS
-from tests.agent_harness import RunningAgent
 from tests.fuzz.support import FUZZ_SETTINGS, FuzzCase, call_checked, describe
 from tests.support import procfs
+from tests.support.agent_harness import RunningAgent
 
 SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
 PUBLIC = {("GET", "/health")}

@@ -30,10 +30,10 @@ from sqlalchemy import Engine, inspect, text
 from remotecli.controller.db.models import AuthPhase, VmState
 from remotecli.controller.settings import Settings
 from remotecli.server.app import create_app
-from tests.faults import processes_of
 from tests.fuzz.support import FUZZ_SETTINGS, FuzzCase, call_checked, describe
 from tests.support import procfs
 from tests.support.controller import Controller
+from tests.support.faults import processes_of
 from tests.support.poll import eventually
 
 #: Columns a request may touch without changing anything: reading with a token

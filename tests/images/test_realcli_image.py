@@ -1,7 +1,7 @@
 """An image with the REAL Codex CLI from npm, run on the image's own node.
 
 Cheap after the first time: the Debian base is the test image's, and npm
-finds the pinned tarballs in its cache (tests/realcli_install.py put them
+finds the pinned tarballs in its cache (tests/support/realcli_install.py put them
 there); ~10 s here. Skipped, saying why, when npm has neither.
 """
 
@@ -18,8 +18,8 @@ from remotecli.images.clis import resolve_in_root
 from remotecli.images.recipe import BuildOptions
 from remotecli.images.store import Image
 from remotecli.providers import PROVIDERS
-from tests.realcli_install import install_real_clis, npm_registry_reachable
 from tests.support.images import in_image
+from tests.support.realcli_install import install_real_clis, npm_registry_reachable
 
 pytestmark = [pytest.mark.realcli, pytest.mark.timeout(900)]
 

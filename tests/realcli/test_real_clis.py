@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from remotecli.providers import PROVIDERS
-from tests.agent_harness import RunningAgent, port_is_listening, run_agent
-from tests.agent_helpers import start_login, wait_ended
-from tests.realcli_install import PINNED_PACKAGES, install_real_clis, npm_registry_reachable
+from tests.support.agent_harness import RunningAgent, port_is_listening, run_agent
+from tests.support.agent_helpers import start_login, wait_ended
+from tests.support.realcli_install import PINNED_PACKAGES, install_real_clis, npm_registry_reachable
 
 pytestmark = [pytest.mark.realcli, pytest.mark.timeout(900)]
 

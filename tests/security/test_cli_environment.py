@@ -21,8 +21,8 @@ import pytest
 
 from remotecli.agent.config import SCRUBBED
 from remotecli.providers import PROVIDERS
-from tests.agent_harness import RunningAgent, run_agent
-from tests.agent_helpers import run_prompt
+from tests.support.agent_harness import RunningAgent, run_agent
+from tests.support.agent_helpers import run_prompt
 
 #: Variables the agent itself holds that no CLI may see.
 PLANTED = {name: f"planted-{name.lower()}" for name in sorted(SCRUBBED)} | {

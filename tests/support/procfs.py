@@ -8,7 +8,7 @@ while it is being read is simply not listed (reads race with exits).
 
 The controller's own walker, ``remotecli.vmm.statedir.processes_naming``
 (argv and environment, used by the fake backend to find a VM's CLIs), stays
-the product's; ``tests/faults.py`` calls it for the same answer.
+the product's; ``tests/support/faults.py`` calls it for the same answer.
 """
 
 from __future__ import annotations

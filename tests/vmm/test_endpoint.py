@@ -19,7 +19,7 @@ import pytest
 from remotecli.vmm.agentclient import AgentClient, AgentUnreachable
 from remotecli.vmm.endpoint import AgentEndpoint, HandshakeError
 from remotecli.vmm.readiness import probe_health
-from tests.agent_harness import RunningAgent, run_agent
+from tests.support.agent_harness import RunningAgent, run_agent
 
 pytestmark = pytest.mark.anyio
 

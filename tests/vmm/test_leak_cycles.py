@@ -1,4 +1,4 @@
-"""Many create/destroy cycles leave nothing on the host (tests/leakcheck.py looks).
+"""Many create/destroy cycles leave nothing on the host (tests/support/leakcheck.py looks).
 
 The fake backend at scale (sequential and concurrent cycles, logins running at
 destroy, agents killed instead of destroyed, crashing and hung starts, a lost
@@ -26,7 +26,7 @@ from remotecli.vmm.agentclient import AgentClient
 from remotecli.vmm.base import Backend, Deadlines, Instance, InstanceSpec, InstanceState, Phase
 from remotecli.vmm.fake.backend import FakeBackend, FakeFault
 from remotecli.vmm.nspawn.backend import NspawnBackend, NspawnInstance
-from tests.leakcheck import LeakWatch, held, no_leaks
+from tests.support.leakcheck import LeakWatch, held, no_leaks
 from tests.vmm import layers
 from tests.vmm.lab import BOOT_DEADLINES, FAULT_DEADLINES
 

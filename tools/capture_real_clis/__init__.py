@@ -5,7 +5,7 @@ Usage (as root, from the repository root):
     python3 -m tools.capture_real_clis            # every scenario
     python3 -m tools.capture_real_clis codex_login claude_auth
 
-The CLIs are installed with ``tests/realcli_install.py``. Every CLI runs in a
+The CLIs are installed with ``tests/support/realcli_install.py``. Every CLI runs in a
 private network namespace (``unshare --net --mount``) that has only a loopback
 interface, so no packet can leave the machine. Inside it ``/etc/resolv.conf``
 is bind-mounted to point at a stub DNS server on 127.0.0.1:53 that answers

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from tests.realcli_install import install_real_clis
+from tests.support.realcli_install import install_real_clis
 from tools.capture_real_clis.capture import Ctx
 from tools.capture_real_clis.claude import (
     scenario_claude_basic,

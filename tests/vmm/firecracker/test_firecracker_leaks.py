@@ -1,4 +1,4 @@
-"""Firecracker start/destroy cycles leave nothing on the host (tests/leakcheck.py looks).
+"""Firecracker start/destroy cycles leave nothing on the host (tests/support/leakcheck.py looks).
 
 The guest cannot boot on this host (no VT-x), but a start is real up to
 InstanceStart: the jailer's chroot and cgroups, the per-VM netns and its TAP,
@@ -17,7 +17,7 @@ import pytest
 
 from remotecli.errors import VmError
 from remotecli.vmm.firecracker.backend import FirecrackerInstance
-from tests.leakcheck import LeakWatch, no_leaks
+from tests.support.leakcheck import LeakWatch, no_leaks
 from tests.vmm.firecracker.lab import FcLab
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]

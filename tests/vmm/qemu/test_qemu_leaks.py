@@ -1,4 +1,4 @@
-"""QEMU restore/destroy cycles leave nothing on the host (tests/leakcheck.py looks).
+"""QEMU restore/destroy cycles leave nothing on the host (tests/support/leakcheck.py looks).
 
 Clones of the module's golden snapshot (one cold boot, ~20 s under TCG; each
 restore ~0.5 s): restored to AGENT_READY and destroyed; one SIGKILLed and then
@@ -15,7 +15,7 @@ import pytest
 
 from remotecli.errors import VmError
 from remotecli.vmm.base import Snapshot
-from tests.leakcheck import no_leaks
+from tests.support.leakcheck import no_leaks
 from tests.vmm.qemu.lab import QemuLab, VmImage, backend_with, find_leftovers
 
 pytestmark = pytest.mark.anyio

@@ -59,7 +59,7 @@ POOL_THREADS = ("asyncio_", "AnyIO worker thread")
 #: Host links a backend could make (TAP, veth); other new links are listed as not ours.
 VM_LINKS = re.compile(r"^(tap|veth|vnet|fc|vm|rcli|remotecli)")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-#: The jailer's shared parent cgroup stays by design (fcjail.py): only its children count.
+#: The jailer's shared parent cgroup stays by design (firecracker/jail.py): only its children count.
 JAILER_PARENT = "remotecli-fc"
 #: What a watch waits for at its end (teardowns still reaping children).
 SETTLED = "nothing left behind"

@@ -3,7 +3,7 @@
 Standard library only. The packages are installed once per set of pinned
 versions into ``~/.cache/remotecli/real-clis/<hash>/`` and reused afterwards:
 
-    from tests.realcli_install import install_real_clis, npm_registry_reachable
+    from tests.support.realcli_install import install_real_clis, npm_registry_reachable
 
     if npm_registry_reachable():
         bins = install_real_clis()

@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from tests.agent_harness import RunningAgent
 from tests.support import procfs
+from tests.support.agent_harness import RunningAgent
 from tests.support.poll import NotYet, eventually
 
 
