@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from remotecli.controller.auth.flow import AuthFlows
     from remotecli.controller.fleet.manager import VmManager
     from remotecli.controller.prompts.service import PromptService
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -64,28 +66,25 @@ class AppContext:
     addons: dict[str, object] = field(default_factory=dict)
 
     def vms(self) -> VmManager:
-        if self.vm_manager is None:
-            raise Unavailable(
-                "the VM service is not running on this controller (see its start-up log)",
-                code="vms_unavailable",
-            )
-        return self.vm_manager
+        return _required(
+            self.vm_manager,
+            "the VM service is not running on this controller (see its start-up log)",
+            "vms_unavailable",
+        )
 
     def auth(self) -> AuthFlows:
-        if self.auth_flows is None:
-            raise Unavailable(
-                "the login service is not running; check the controller's log",
-                code="auth_unavailable",
-            )
-        return self.auth_flows
+        return _required(
+            self.auth_flows,
+            "the login service is not running; check the controller's log",
+            "auth_unavailable",
+        )
 
     def prompts(self) -> PromptService:
-        if self.prompt_service is None:
-            raise Unavailable(
-                "the prompt service is not running on this controller (see its start-up log)",
-                code="prompts_unavailable",
-            )
-        return self.prompt_service
+        return _required(
+            self.prompt_service,
+            "the prompt service is not running on this controller (see its start-up log)",
+            "prompts_unavailable",
+        )
 
     def running(self) -> list[str]:
         """The names of the services running now (``GET /api/health``)."""
@@ -95,6 +94,13 @@ class AppContext:
             "prompts": self.prompt_service,
         }
         return sorted([n for n, s in names.items() if s is not None] + ["metrics", *self.addons])
+
+
+def _required(service: T | None, message: str, code: str) -> T:
+    """The service, or a 503 with its own code while it is not running."""
+    if service is None:
+        raise Unavailable(message, code=code)
+    return service
 
 
 #: A lifespan hook: starts or stops one service of the controller.
