@@ -31,6 +31,24 @@ class NotYet(AssertionError):
         self.last = last
 
 
+class _Tries:
+    """The deadline and the verdict both waits share; only how they call and sleep differs."""
+
+    def __init__(self, what: str, timeout: float, retry_on: tuple[type[BaseException], ...]):
+        self.what, self.timeout = what, timeout
+        self.retry: tuple[type[BaseException], ...] = (AssertionError, *retry_on)
+        self.deadline = time.monotonic() + timeout
+
+    def done(self, value: object, failure: BaseException | None) -> bool:
+        """True when ``value`` is the answer; raises ``NotYet`` once the time is up."""
+        if value:
+            return True
+        if time.monotonic() > self.deadline:
+            last = failure if failure is not None else value
+            raise NotYet(self.what, self.timeout, last) from failure
+        return False
+
+
 def eventually(
     what: str,
     check: Callable[[], T | None],
@@ -44,18 +62,15 @@ def eventually(
 
     Raises ``NotYet`` (an ``AssertionError``) from the last failure after ``timeout`` s.
     """
-    retry: tuple[type[BaseException], ...] = (AssertionError, *retry_on)
-    deadline = time.monotonic() + timeout
+    tries = _Tries(what, timeout, retry_on)
     while True:
         failure: BaseException | None = None
         try:
             value = check()
-        except retry as exc:
+        except tries.retry as exc:
             failure, value = exc, None
-        if value:
+        if tries.done(value, failure) and value is not None:  # done: truthy, so not None
             return value
-        if time.monotonic() > deadline:
-            raise NotYet(what, timeout, failure if failure is not None else value) from failure
         time.sleep(interval)
 
 
@@ -90,17 +105,14 @@ async def eventually_async(
     retry_on: tuple[type[BaseException], ...] = (),
 ) -> Any:
     """``eventually`` on an event loop: ``check`` may be a plain or an async function."""
-    retry: tuple[type[BaseException], ...] = (AssertionError, *retry_on)
-    deadline = time.monotonic() + timeout
+    tries = _Tries(what, timeout, retry_on)
     while True:
         failure: BaseException | None = None
         try:
             answer = check()
             value = await answer if isinstance(answer, Awaitable) else answer
-        except retry as exc:
+        except tries.retry as exc:
             failure, value = exc, None
-        if value:
+        if tries.done(value, failure):
             return value
-        if time.monotonic() > deadline:
-            raise NotYet(what, timeout, failure if failure is not None else value) from failure
         await asyncio.sleep(interval)
